@@ -1,0 +1,47 @@
+# neuronb: the two commands of the README, and a few helpers.
+#   make sweep   set up from nothing, then run the main papermill sweep on the package's own data
+#   make test    set up from nothing, then run the whole test suite (hygiene, notebooks, pytest)
+# Running either again reuses the environment: the venv is rebuilt only when its inputs change.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.neuronb-installed
+MAIN_SPEC ?= papermill_runs/train_demo_cpu.yaml
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: sweep test docs readme export clean-sweeps browser venv
+
+venv: $(STAMP)
+
+# One pinned install: constraints.txt holds the exact versions of everything.
+$(STAMP): constraints.txt settings.ini setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: neuronb needs Python 3.11"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt "pip==25.3"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (neuronb)" >/dev/null
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
+
+sweep: $(STAMP)
+	$(VENV)/bin/neuronb sweep run $(MAIN_SPEC)
+
+# Headless Chromium and its driver for the docs-site browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser
+	bash tools/check_hygiene.sh
+	$(VENV)/bin/nbdev_test --n_workers 2 --timing
+	$(PY) -m pytest tests
+
+docs: $(STAMP)
+	$(PY) tools/build_docs.py
+
+readme: $(STAMP)
+	$(PY) tools/build_docs.py --readme-only
+
+export: $(STAMP)
+	$(VENV)/bin/nbdev_export && $(VENV)/bin/nbdev_clean && $(PY) tools/build_docs.py --readme-only
