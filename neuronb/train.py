@@ -300,7 +300,7 @@ def fit(module: TaskModule,  # what to train
         monitor: str | None = None,  # metric that picks the best checkpoint (default 'val/loss', else 'train/loss')
         mode: str = 'min',  # 'min' or 'max' for `monitor`
         ckpt_path=None,  # resume training from this checkpoint
-        progress_bar: bool | None = None,  # show a progress bar (default: yes unless running inside a sweep)
+        progress_bar: bool | None = None,  # show a progress bar (default: only in a terminal, not in notebooks or sweeps)
         log_every_n_steps: int = 10,  # how often to log within an epoch
         callbacks: Sequence[L.Callback] = (),  # extra Lightning callbacks
         verbose: bool = False,  # keep Lightning's informational messages (devices found, tips)
@@ -324,7 +324,7 @@ def fit(module: TaskModule,  # what to train
     cbs = [ckpt_cb, last_cb, RNGStateCallback(), L.callbacks.LearningRateMonitor(logging_interval='epoch'), *callbacks]
     if early_stopping_patience is not None:
         cbs.append(L.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=early_stopping_patience))
-    if progress_bar is None: progress_bar = 'NEURONB_RUN_DIR' not in os.environ
+    if progress_bar is None: progress_bar = sys.stdout.isatty()  # text bars would flood notebooks and sweep logs
     # each call logs into a new version folder, so a resumed run keeps the logs of the run it continues
     loggers = [L.loggers.CSVLogger(out_dir, name='logs'),
                L.loggers.TensorBoardLogger(out_dir, name='tb', default_hp_metric=False)]
