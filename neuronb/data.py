@@ -42,7 +42,8 @@ def group_split(groups: Sequence,  # one group id per item (session, animal, sub
         for g in uniq:
             lab = np.unique(labels[groups == g])
             if len(lab) > 1: raise ValueError(f"group {g!r} mixes labels {lab.tolist()}: stratify needs one label per group")
-            strata.setdefault(lab[0].item(), []).append(g)
+            label = lab[0].item() if isinstance(lab[0], np.generic) else lab[0]  # plain Python for messages
+            strata.setdefault(label, []).append(g)
     rng = np.random.default_rng(seed)
     assigned = {n: [] for n in names}
     need = [n for n, f in zip(names, fractions) if f > 0]
@@ -71,7 +72,7 @@ def check_disjoint(groups_by_split: Mapping[str, Iterable],  # {split name: grou
     "Raise if any group appears in more than one split, naming the group and the splits."
     seen: dict = {}
     for split, gs in groups_by_split.items():
-        for g in np.unique(np.asarray(list(gs), dtype=object).astype(str)) if len(list(gs)) else []:
+        for g in sorted({str(g) for g in gs}):
             if g in seen and seen[g] != split:
                 raise ValueError(f"{what} {g!r} appears in both the {seen[g]!r} and the {split!r} split")
             seen[g] = split

@@ -1,0 +1,79 @@
+"""Peak memory and throughput of LFP preprocessing at the real study's size (77k trials), on the simulator.
+
+Writes a simulated raw trial table of `--animals` x `--trials` trials (default 32 x 2400 = 76,800), then runs
+`neuronb.lfp.data.preprocess` on it in a fresh child process and reports the child's peak resident memory
+(`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`), its RSS before preprocessing (imports only), the peak of
+numpy/Python allocations (tracemalloc) and of Arrow's memory pool during preprocessing, and the throughput in trials per second. Prints ratios, asserts nothing about time.
+
+    .venv/bin/python benchmarks/lfp_preprocess_memory.py [--animals 32 --trials 2400 --chunk 2048]
+"""
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+
+def _import_only(q):
+    import neuronb.lfp.data  # noqa: F401
+    q.put(None)
+
+
+def _preprocess(raw, out, chunk, q):
+    import tracemalloc
+    import pyarrow as pa
+    from neuronb.lfp.data import preprocess
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    stats = preprocess(raw, out, chunk_size=chunk)
+    secs = time.perf_counter() - t0
+    py_peak = tracemalloc.get_traced_memory()[1]
+    q.put((secs, stats['n_trials'], py_peak / 2**20, pa.default_memory_pool().max_memory() / 2**20, rss0 / 1024))
+
+
+def _child_peak(target, *args):
+    ctx = mp.get_context('spawn')
+    q = ctx.Queue()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    p = ctx.Process(target=target, args=(*args, q)); p.start()
+    res = q.get(); p.join()
+    if p.exitcode: raise SystemExit(f"child failed with exit code {p.exitcode}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return res, peak_kb / 1024, before / 1024  # MiB (Linux reports KiB)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--animals', type=int, default=32)
+    ap.add_argument('--trials', type=int, default=2400, help='trials per session (one session per animal)')
+    ap.add_argument('--chunk', type=int, default=2048)
+    ap.add_argument('--dir', default=None, help='working folder (default: a temporary folder, removed afterwards)')
+    a = ap.parse_args()
+    from neuronb.lfp.simulate import write_simulated
+    d = a.dir or tempfile.mkdtemp(prefix='lfp-bench-')
+    try:
+        raw = os.path.join(d, 'raw.parquet')
+        t0 = time.perf_counter()
+        write_simulated(raw, n_animals=a.animals, n_trials=a.trials, seed=0)
+        n = a.animals * a.trials
+        print(f"simulated {n:,} trials in {time.perf_counter() - t0:.1f} s; raw table {os.path.getsize(raw) / 2**20:.0f} MiB")
+        _, base_mib, _ = _child_peak(_import_only)
+        (secs, counts, py_peak, arrow_peak, rss_before), peak_mib, _ = _child_peak(_preprocess, raw, os.path.join(d, 'prep'), a.chunk)
+        out_mib = sum(os.path.getsize(os.path.join(d, 'prep', f)) for f in os.listdir(os.path.join(d, 'prep'))) / 2**20
+        print(f"preprocess: {n:,} trials in {secs:.1f} s = {n / secs:,.0f} trials/s; outputs {out_mib:.0f} MiB {counts}")
+        print(f"peak RSS of the preprocessing process: {peak_mib:,.0f} MiB (after imports, before preprocess: "
+              f"{rss_before:,.0f} MiB; a child that only imports: {base_mib:,.0f} MiB)")
+        print(f"peak allocations during preprocess: numpy/python (tracemalloc) {py_peak:,.0f} MiB, "
+              f"Arrow memory pool {arrow_peak:,.0f} MiB")
+        print(f"ratio peak RSS / raw table size: {peak_mib / (os.path.getsize(raw) / 2**20):.2f}; "
+              f"peak RSS / 24 GB machine: {peak_mib / (24 * 1024):.3f}")
+    finally:
+        if a.dir is None: shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
