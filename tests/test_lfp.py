@@ -72,6 +72,11 @@ def test_sql_sources_match_parquet(raw, prep, tmp_path):
     s2 = preprocess((ddb, 'SELECT * FROM t ORDER BY session_id, trial_index'), 'memory://test-lfp/dd', seed=0)
     for s in (s1, s2):
         assert s['splits'] == prep[1]['splits'] and np.allclose(s['mean'], prep[1]['mean'], atol=1e-5)
+    # columns are selected as plain identifiers (no dialect-specific quoting), and anything else is refused
+    src = SQLTrials(con, 'SELECT * FROM t')
+    assert next(src.batches(['session_id', 'trial_index'])).schema.names == ['session_id', 'trial_index']
+    with pytest.raises(ValueError, match='plain SQL identifiers'):
+        next(src.batches(['trial_index; DROP TABLE t']))
 
 
 def _bad_table(raw, tmp_path, edit):

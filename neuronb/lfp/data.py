@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -70,7 +71,11 @@ class SQLTrials:
     def name(self) -> str: return f"SQL query {self.query[:80]!r}"
 
     def _cursor(self, columns):
-        cols = '*' if columns is None else ', '.join(f'"{c}"' for c in columns)
+        # Column names go into the SQL unquoted: quoting differs between dialects (in BigQuery "x" is a string, not
+        # a column), and the raw table's names are plain identifiers, which every dialect accepts as they are.
+        bad = [c for c in (columns or []) if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', c)]
+        if bad: raise ValueError(f"{self.name}: column names must be plain SQL identifiers, got {bad}")
+        cols = '*' if columns is None else ', '.join(columns)
         cur = self.connection.cursor()
         cur.execute(f"SELECT {cols} FROM ({self.query}) AS neuronb_q")
         return cur
