@@ -1,5 +1,5 @@
 # neuronb: the two commands of the README, and a few helpers.
-#   make sweep   set up from nothing, then run the main papermill sweep on the package's own data
+#   make sweep   set up from nothing, then run the main papermill sweep (the LFP experiment matrix) on simulated data
 #   make test    set up from nothing, then run the whole test suite (hygiene, notebooks, pytest)
 # Running either again reuses the environment: the venv is rebuilt only when its inputs change.
 
@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neuronb-installed
-MAIN_SPEC ?= papermill_runs/train_demo_cpu.yaml
+MAIN_SPEC ?= papermill_runs/lfp_cpu.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: sweep test docs readme export clean-sweeps browser venv
