@@ -194,6 +194,39 @@ def test_encoding_model_is_causal_with_subject_heads(temporal):
         m(torch.randn(1, 6, 32, 8))
 
 
+@pytest.mark.parametrize('kind', ['mean', 'mean_posenc', 'multiscale', 'hierarchical', 'transformer'])
+def test_mean_path_is_present_and_order_still_differs(small, kind):
+    torch.manual_seed(0)
+    m = EncodingModel(kind, n_voxels=6, n_features=16, n_frames=32, context=4).eval()
+    d_enc = m.encoder.d_embed
+    # on by default for temporal encoders, off for the mean (it would only duplicate the embedding)
+    assert m.mean_path == (kind != 'mean')
+    assert m.d_embed == d_enc + (16 if kind != 'mean' else 0)
+    assert m.temporal[0].in_channels == m.d_embed  # the lag model sees the mean channels
+    x = torch.randn(2, 7, 32, 16)
+    with torch.no_grad():
+        z, out = m.embed(x), m(x)
+    assert z.shape == (2, 7, m.d_embed) and out.shape == (2, 4, 6)
+    if m.mean_path:
+        assert torch.allclose(z[..., d_enc:], x.mean(2), atol=1e-6)  # the plain per-TR frame mean, untouched
+        with torch.no_grad():
+            assert torch.allclose(z[..., :d_enc], m.encoder(x.reshape(14, 32, 16)).reshape(2, 7, -1))
+    off = EncodingModel(kind, n_voxels=6, n_features=16, n_frames=32, context=4, mean_path=False)
+    assert not off.mean_path and off.d_embed == d_enc
+    # swapped within-TR order: the model's TR embedding still differs for temporal encoders, not for the mean
+    ev = {'order': small['order'][:6], 'rate': small['rate'][:6], 'phase': small['phase'][:6],
+          'first': np.round(small['onset'][:6] * 32 / 1.5).astype(int),
+          'second': np.round(small['second_onset'][:6] * 32 / 1.5).astype(int)}
+    a = torch.tensor(render_stimulus(ev, small['background'][:6], 1.5), dtype=torch.float32)[None]
+    b = torch.tensor(render_stimulus({**ev, 'order': 1 - ev['order']}, small['background'][:6], 1.5), dtype=torch.float32)[None]
+    with torch.no_grad():
+        d = (m.embed(a) - m.embed(b)).norm(dim=-1)[0]
+        dm = (m.embed(a) - m.embed(b))[0, :, d_enc:].abs().amax() if m.mean_path else torch.tensor(0.)
+    assert dm < 1e-5  # the mean path itself is blind to order
+    if kind == 'mean': assert d.max() < 1e-5, d
+    else: assert d.min() > 1e-3, (kind, d)
+
+
 def test_tiny_end_to_end_fit(small, tmp_path):
     data = EncodingData.from_simulation(small)
     splits = run_split(data.run, n_val=1, n_test=1)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data import ArrayDataset, make_loader
 from .data import EncodingData, FeatureScaler, check_run_split, make_windows, unchunk, zscore_runs
-from ..temporal.encoders import Block, TemporalEncoder, make_encoder
+from ..temporal.encoders import Block, MeanPool, S3DEncoder, TemporalEncoder, make_encoder
 from ..train import TaskModule, fit, load_weights, predict
 
 # %% auto #0
@@ -62,6 +62,7 @@ class EncodingModel(nn.Module):
                  n_layers: int = 1,  # blocks of the 'transformer' temporal model
                  dropout: float = 0.1,  # dropout on the TR embeddings and in the temporal model
                  encoder_kwargs: dict | None = None,  # options for `make_encoder`
+                 mean_path: bool | None = None,  # concatenate the per-TR frame mean to the embedding; None: on unless the encoder is `MeanPool` or `S3DEncoder`
                 ):
         super().__init__()
         if isinstance(encoder, str):
@@ -71,8 +72,9 @@ class EncodingModel(nn.Module):
         if temporal not in ('conv', 'transformer'): raise ValueError(f"temporal must be 'conv' or 'transformer', got {temporal!r}")
         if context < 1: raise ValueError(f"context must be >= 1, got {context}")
         self.encoder, self.context, self.temporal_kind = encoder, context, temporal
+        self.mean_path = not isinstance(encoder, (MeanPool, S3DEncoder)) if mean_path is None else bool(mean_path)
         self.n_voxels = [int(n_voxels)] if np.ndim(n_voxels) == 0 else [int(n) for n in n_voxels]
-        d = encoder.d_embed
+        d = self.d_embed
         self.drop = nn.Dropout(dropout)
         if temporal == 'conv':  # a lag filter per embedding channel (depthwise), then mixing of the channels
             self.temporal = nn.Sequential(nn.Conv1d(d, d, context, groups=d), nn.Conv1d(d, d_hidden, 1))
@@ -82,15 +84,21 @@ class EncodingModel(nn.Module):
     @property
     def n_params(self) -> int: return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
+    @property
+    def d_embed(self) -> int:
+        "Channels entering the temporal model: the encoder's embedding, plus `n_features` with the mean path."
+        return self.encoder.d_embed + (self.encoder.n_features if self.mean_path else 0)
+
     def embed(self, x: torch.Tensor,  # (batch, n_in, n_frames, n_features)
-             ) -> torch.Tensor:  # (batch, n_in, d_embed)
+             ) -> torch.Tensor:  # (batch, n_in, d_embed): [encoder embedding, per-TR frame mean (mean path only)]
         "The TR embeddings of a chunk."
         enc = self.encoder
         if x.ndim != 4:
             raise ValueError(f"EncodingModel expects x of shape (batch, n_TR, n_frames={enc.n_frames}, n_features={enc.n_features}), "
                              f"got {x.ndim} dimensions {tuple(x.shape)}")
         b, n = x.shape[:2]
-        return enc(x.reshape(b * n, *x.shape[2:])).reshape(b, n, -1)
+        z = enc(x.reshape(b * n, *x.shape[2:])).reshape(b, n, -1)
+        return torch.cat([z, x.mean(2)], dim=-1) if self.mean_path else z
 
     def forward(self, x: torch.Tensor,  # (batch, n_in, n_frames, n_features), n_in >= context
                ) -> torch.Tensor:  # (batch, n_in - context + 1, sum(n_voxels))
@@ -266,6 +274,7 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
                        d_hidden: int = 64,  # width of the temporal model
                        dropout: float = 0.1,  # dropout on embeddings / temporal model
                        encoder_kwargs: dict | None = None,  # options for `make_encoder`
+                       mean_path: bool | None = None,  # residual per-TR mean path (see `EncodingModel`); None: on unless `mean` or `s3d`
                        batch_size: int = 4,  # items (chunks) per batch
                        max_epochs: int = 30,  # epochs
                        lr: float = 5e-3,  # peak learning rate
@@ -287,7 +296,7 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
     loaders = {k: make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=k == 'train', seed=seed)
                for k, w in win.items()}
     model = EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
-                          d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs)
+                          d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
     module = TaskModule(model, task='regression', n_outputs=chunk * data.n_voxels, lr=lr, weight_decay=weight_decay)
     t0 = time.perf_counter()
     res = fit(module, loaders['train'], loaders['val'], max_epochs=max_epochs, seed=seed, out_dir=out_dir,
