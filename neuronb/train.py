@@ -30,7 +30,7 @@ from .core import (atomic_write, make_dirs, path_exists, pick_accelerator, pick_
 # %% auto #0
 __all__ = ['TASKS', 'NormalizedRMSE', 'MeanPearson', 'make_metrics', 'update_metrics', 'compute_metrics', 'warmup_cosine',
            'TaskModule', 'load_checkpoint', 'load_weights', 'RNGStateCallback', 'FitResult', 'fit', 'predict',
-           'group_mean', 'plot_confusion', 'evaluate']
+           'group_mean', 'score_outputs', 'plot_confusion', 'evaluate']
 
 # %% ../nbs/02_train.ipynb #0006
 TASKS = ('binary', 'multiclass', 'regression')
@@ -380,6 +380,27 @@ def group_mean(output: torch.Tensor,  # (n_items, ...) logits or predictions
         raise ValueError(f"group {bad} has items with different targets: cannot aggregate by group")
     return mean, gy, ids
 
+def score_outputs(output: torch.Tensor,  # (n_items, n_classes) logits or (n_items, n_outputs) predictions
+                  y: torch.Tensor,  # (n_items,) class ids or (n_items, n_outputs) targets
+                  task: str,  # 'binary', 'multiclass' or 'regression'
+                  n_classes: int | None = None,  # classes (classification)
+                  n_outputs: int = 1,  # regression targets
+                  split: str = 'test',  # metric-name prefix
+                  group: torch.Tensor | None = None,  # (n_items,) group ids: also score groups (mean of outputs)
+                 ) -> dict[str, Any]:
+    "Metrics of a whole split's outputs, per item and (with `group`) per group; any model's outputs, not only a `TaskModule`'s."
+    def score(o, t, prefix):
+        m = make_metrics(task, n_classes, n_outputs)
+        update_metrics(m, task, o, t)
+        return compute_metrics(m, prefix=prefix)
+    results = score(output, y, f'{split}/')
+    results[f'{split}/n_items'] = len(y)
+    if group is not None:
+        gout, gy, ids = group_mean(output, y, group)
+        results.update(score(gout, gy, f'{split}/group/'))
+        results[f'{split}/group/n_groups'] = len(ids)
+    return results
+
 def plot_confusion(cm,  # (n_classes, n_classes) counts, rows are true classes
                    class_names: Sequence[str] | None = None,  # names for the axes
                    title: str = '',
@@ -410,17 +431,10 @@ def evaluate(module: TaskModule,  # the module (architecture); weights come from
             ) -> dict[str, Any]:
     "Score one split: metrics as a plain dict (and files in `out_dir`)."
     pred = predict(module, dataloader, checkpoint=checkpoint, accelerator=accelerator)
-    def score(output, y, prefix):
-        m = make_metrics(module.task, module.n_classes, module.n_outputs)
-        update_metrics(m, module.task, output, y)
-        return compute_metrics(m, prefix=prefix)
-    results = score(pred['output'], pred['y'], f'{split}/')
-    results[f'{split}/n_items'] = len(pred['y'])
-    if aggregate_by_group:
-        if pred['group'] is None: raise ValueError("aggregate_by_group=True but the batches carry no 'group'")
-        gout, gy, ids = group_mean(pred['output'], pred['y'], pred['group'])
-        results.update(score(gout, gy, f'{split}/group/'))
-        results[f'{split}/group/n_groups'] = len(ids)
+    if aggregate_by_group and pred['group'] is None:
+        raise ValueError("aggregate_by_group=True but the batches carry no 'group'")
+    results = score_outputs(pred['output'], pred['y'], module.task, module.n_classes, module.n_outputs, split=split,
+                            group=pred['group'] if aggregate_by_group else None)
     if out_dir is not None:
         from neuronb.core import join_path
         write_json(join_path(out_dir, f'metrics_{split}.json'), results)

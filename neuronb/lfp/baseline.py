@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..core import read_json
 from .data import META_COLUMNS, SpectrogramConfig, _windows, as_trial_source
-from ..train import compute_metrics, group_mean, make_metrics, update_metrics
+from ..train import score_outputs
 
 # %% auto #0
 __all__ = ['BANDS', 'ITPC_FREQS', 'trial_quantities', 'sequence_windows', 'sequence_features', 'run_baseline']
@@ -97,15 +97,6 @@ def sequence_features(q: dict,  # from `trial_quantities`
     return np.asarray(rows, np.float64), names
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0009
-def _score(logits, y, group, split):
-    out = {}
-    for prefix, (o, t) in {f'{split}/': (logits, y), f'{split}/group/': group_mean(logits, y, group)[:2]}.items():
-        m = make_metrics('binary')
-        update_metrics(m, 'binary', o, t)
-        out.update(compute_metrics(m, prefix=prefix))
-    out[f'{split}/n_items'] = len(y); out[f'{split}/group/n_groups'] = len(torch.unique(group))
-    return out
-
 def run_baseline(source,  # raw trials (the same table that was preprocessed)
                  stats,  # stats.json path/URL or dict written by `preprocess` (gives splits, windows, genotypes)
                  n_trials: int = 8,  # trials per sequence
@@ -138,6 +129,7 @@ def run_baseline(source,  # raw trials (the same table that was preprocessed)
     for split in ('val', 'test'):
         X, y, g = data[split]
         d = torch.as_tensor(clf.decision_function(X), dtype=torch.float32)
-        metrics.update(_score(torch.stack([-d / 2, d / 2], 1), torch.as_tensor(y), torch.as_tensor(g), split))
+        metrics.update(score_outputs(torch.stack([-d / 2, d / 2], 1), torch.as_tensor(y), 'binary', split=split,
+                                     group=torch.as_tensor(g)))
     coef = dict(zip(names, clf[-1].coef_[0].round(3).tolist()))
     return {'metrics': metrics, 'model': clf, 'feature_names': names, 'coef': coef}
