@@ -7,7 +7,7 @@ import torch
 
 from neuronb.encoding.data import (EncodingData, check_run_split, frames_to_trs, make_windows, read_npz, read_parquet,
                                    run_split, unchunk, validate_encoding_data, write_npz, write_parquet, zscore_runs)
-from neuronb.encoding.models import (EncodingModel, RidgeFIR, embed_trs, fir_delays, fit_encoding_model,
+from neuronb.encoding.models import (EncodingModel, RidgeFIR, StagewiseEncodingModel, embed_trs, fir_delays, fit_encoding_model,
                                      order_probe, paired_block_bootstrap, reconstruction_probe, voxel_pearson)
 from neuronb.encoding.simulate import (VOXEL_GROUPS, canonical_hrf, hrf_per_tr, noise_ceiling, render_stimulus,
                                        simulate_encoding)
@@ -243,6 +243,39 @@ def test_tiny_end_to_end_fit(small, tmp_path):
     assert np.allclose(again.r['test'], res.r['test'], atol=1e-5)  # same seed, same numbers
 
 
+def test_stagewise_fit_is_mean_model_plus_residual_model(small, tmp_path):
+    "Temporal encoders are fitted in two stages by default: a MeanPool model first, the encoder on its residual,"
+    "scaled per voxel by a step size in [0, 1] fitted on the validation run."
+    from neuronb.temporal.encoders import MeanPool
+    data = EncodingData.from_simulation(small)
+    splits = run_split(data.run, n_val=1, n_test=1)
+    kw = dict(encoder_kwargs={'d_embed': 16}, context=4, chunk=8, max_epochs=2, seed=0, accelerator='cpu', progress_bar=False)
+    res = fit_encoding_model(data, splits, encoder='multiscale', out_dir=tmp_path, **kw)
+    m = res.model
+    assert isinstance(m, StagewiseEncodingModel) and isinstance(m.base.encoder, MeanPool)
+    assert m.encoder is m.residual.encoder and m.n_params == m.base.n_params + m.residual.n_params
+    assert res.base_fit_result.best_checkpoint.startswith(str(tmp_path / 'base'))
+    assert res.fit_result.best_checkpoint.startswith(str(tmp_path / 'residual'))
+    x = torch.as_tensor(make_windows(res.scaler.transform(data.stimulus), res.bold, data.run, splits['test'], 4, 8)['x'])
+    with torch.no_grad():
+        assert torch.allclose(m(x), m.base(x) + m.residual(x) * m.residual_scale)
+        assert m.residual_scale.shape == (12,) and bool(((m.residual_scale >= 0) & (m.residual_scale <= 1)).all())
+        # the two stages differ: the residual stage is not a copy of the mean model
+        assert m.residual(x).abs().mean() > 1e-4
+        out = m(x).numpy()
+    rows, pred = res.predictions['test']
+    assert np.allclose(pred.reshape(-1, 8, 12), out.reshape(-1, 8, 12), atol=1e-5)
+    full = fit_encoding_model(data, splits, encoder='multiscale', shrink_residual=False, out_dir=tmp_path / 'full', **kw)
+    assert torch.equal(full.model.residual_scale, torch.ones(12))
+    one = fit_encoding_model(data, splits, encoder='multiscale', stagewise=False, out_dir=tmp_path / 'joint', **kw)
+    assert type(one.model) is EncodingModel and one.base_fit_result is None
+    mean = fit_encoding_model(data, splits, encoder='mean', context=4, chunk=8, max_epochs=1, seed=0, accelerator='cpu',
+                              progress_bar=False, out_dir=tmp_path / 'mean')
+    assert type(mean.model) is EncodingModel  # nothing to add to a mean model
+    with pytest.raises(ValueError, match='share context'):
+        StagewiseEncodingModel(EncodingModel('mean', 12, 16, 32, context=4), EncodingModel('mean', 12, 16, 32, context=6))
+
+
 # --- probes and statistics -----------------------------------------------------------------------------------------
 def test_order_probe_chance_for_means_and_high_for_order_code():
     sim = simulate_encoding(n_runs=4, n_tr_per_run=100, n_voxels_per_group=1, seed=5)
@@ -277,3 +310,19 @@ def test_paired_block_bootstrap():
     assert same['all']['lo'] < 0 < same['all']['hi']
     better = paired_block_bootstrap(truth, rng.standard_normal((300, 6)), bold)
     assert better['all']['lo'] > 0.5
+
+
+def test_residual_scale_is_the_validation_least_squares_step(small, tmp_path):
+    "The per-voxel scale is the clipped least-squares step of the residual stage on the validation windows."
+    from neuronb.encoding.data import FeatureScaler
+    data = EncodingData.from_simulation(small)
+    splits = run_split(data.run, n_val=1, n_test=1)
+    res = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_embed': 16}, context=4, chunk=8,
+                             max_epochs=2, seed=0, accelerator='cpu', progress_bar=False, out_dir=tmp_path)
+    m = res.model
+    w = make_windows(res.scaler.transform(data.stimulus), res.bold, data.run, splits['val'], 4, 8)
+    with torch.no_grad():
+        x = torch.as_tensor(w['x'])
+        r, p = w['y'] - m.base(x).numpy(), m.residual(x).numpy()
+    g = np.clip((r * p).sum((0, 1)) / (p * p).sum((0, 1)), 0, 1)
+    assert np.allclose(m.residual_scale.numpy(), g, atol=1e-4)

@@ -21,8 +21,8 @@ from ..train import TaskModule, fit, load_weights, predict
 
 # %% auto #0
 __all__ = ['LagAttention', 'EncodingModel', 'RidgeFit', 'ridge_cv', 'fir_delays', 'RidgeFIR', 'voxel_pearson', 'summarize_voxels',
-           'paired_block_bootstrap', 'EncodingFit', 'fit_encoding_model', 'fit_ridge_baseline', 'embed_trs',
-           'order_probe', 'reconstruction_probe']
+           'paired_block_bootstrap', 'StagewiseEncodingModel', 'EncodingFit', 'fit_encoding_model',
+           'fit_ridge_baseline', 'embed_trs', 'order_probe', 'reconstruction_probe']
 
 # %% ../../nbs/temporal/04_models.ipynb #0005
 class LagAttention(nn.Module):
@@ -254,16 +254,60 @@ def paired_block_bootstrap(pred_a: np.ndarray,  # (n_TR, n_voxels) predictions o
             for k, g in enumerate(labels)}
 
 # %% ../../nbs/temporal/04_models.ipynb #0021
+class StagewiseEncodingModel(nn.Module):
+    "A model of the TR means plus a temporal encoding model fitted to what it leaves: `base(x) + scale * residual(x)`."
+    def __init__(self, base: EncodingModel,  # the mean model (a `MeanPool` encoder), fitted first
+                 residual: EncodingModel,  # the temporal encoder's model, fitted to the base's residual BOLD
+                ):
+        super().__init__()
+        if base.context != residual.context or base.n_voxels != residual.n_voxels:
+            raise ValueError(f"base and residual models must share context and voxels: context {base.context} vs "
+                             f"{residual.context}, voxels {base.n_voxels} vs {residual.n_voxels}")
+        self.base, self.residual = base, residual
+        self.context, self.n_voxels = residual.context, residual.n_voxels
+        # per-voxel step size of the residual stage (1: all of it; `fit_encoding_model` fits it on the validation runs)
+        self.register_buffer('residual_scale', torch.ones(sum(self.n_voxels)))
+
+    @property
+    def encoder(self) -> TemporalEncoder: return self.residual.encoder
+    @property
+    def mean_path(self) -> bool: return self.residual.mean_path
+    @property
+    def n_params(self) -> int: return self.base.n_params + self.residual.n_params
+
+    def forward(self, x: torch.Tensor,  # (batch, n_in, n_frames, n_features)
+               ) -> torch.Tensor:  # (batch, n_in - context + 1, sum(n_voxels))
+        return self.base(x) + self.residual(x) * self.residual_scale
+
+    def split_subjects(self, y: torch.Tensor) -> list[torch.Tensor]: return self.residual.split_subjects(y)
+
 @dataclass
 class EncodingFit:
     "What `fit_encoding_model` returns."
-    model: EncodingModel  # trained (best checkpoint loaded), in eval mode
+    model: nn.Module  # `EncodingModel`, or `StagewiseEncodingModel`; trained (best checkpoints loaded), in eval mode
     scaler: FeatureScaler  # stimulus standardisation fitted on the training TRs
     bold: np.ndarray  # (n_TR, n_voxels) BOLD z-scored within runs (the targets)
     predictions: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (TR indices, predictions (n, n_voxels))
     r: dict[str, np.ndarray]  # split -> per-voxel Pearson r
-    fit_result: Any = None  # neuronb.train.FitResult
-    train_seconds: float = 0.0  # wall time of `fit`
+    fit_result: Any = None  # neuronb.train.FitResult of the (last) stage
+    train_seconds: float = 0.0  # wall time of `fit`, all stages
+    base_fit_result: Any = None  # FitResult of the mean stage (stagewise fits only)
+
+def _train_stage(model: nn.Module, win: dict, n_outputs: int, batch_size: int, max_epochs: int, lr: float,
+                 weight_decay: float, seed: int, out_dir, accelerator: str, **fit_kwargs):
+    "One `neuronb.train.fit` of `model` on windows {split: {'x', 'y', 'group'}}; best checkpoint loaded, eval mode."
+    loaders = {k: make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=k == 'train', seed=seed)
+               for k, w in win.items() if k in ('train', 'val')}
+    module = TaskModule(model, task='regression', n_outputs=n_outputs, lr=lr, weight_decay=weight_decay)
+    res = fit(module, loaders['train'], loaders['val'], max_epochs=max_epochs, seed=seed, out_dir=out_dir,
+              accelerator=accelerator, **fit_kwargs)
+    if res.best_checkpoint: load_weights(module, res.best_checkpoint)
+    return module.eval(), res
+
+def _predict_windows(module, w: dict, batch_size: int, accelerator: str) -> np.ndarray:
+    "Predictions (n_items, chunk, n_voxels) of a module for the windows of one split."
+    loader = make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=False)
+    return predict(module, loader, accelerator=accelerator)['output'].numpy()
 
 def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
                        splits: dict[str, np.ndarray],  # {'train', 'val', 'test'}: TR indices of whole runs (see `run_split`)
@@ -275,8 +319,10 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
                        dropout: float = 0.1,  # dropout on embeddings / temporal model
                        encoder_kwargs: dict | None = None,  # options for `make_encoder`
                        mean_path: bool | None = None,  # residual per-TR mean path (see `EncodingModel`); None: on unless `mean` or `s3d`
+                       stagewise: bool | None = None,  # fit a model of the TR means first, then the encoder to its residual; None: on unless `mean` or `s3d`
+                       shrink_residual: bool = True,  # stagewise: per-voxel step size of the residual stage, fitted on the validation runs
                        batch_size: int = 4,  # items (chunks) per batch
-                       max_epochs: int = 30,  # epochs
+                       max_epochs: int = 30,  # epochs (of each stage)
                        lr: float = 5e-3,  # peak learning rate
                        weight_decay: float = 0.05,  # AdamW weight decay
                        seed: int = 0,  # the one seed
@@ -284,7 +330,9 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
                        accelerator: str = 'auto',  # where to train
                        **fit_kwargs,  # anything else for `neuronb.train.fit`
                       ) -> EncodingFit:
-    "Train an `EncodingModel` on the training runs (validation runs pick the checkpoint) and predict every split."
+    "Train an encoding model on the training runs (validation runs pick the checkpoints) and predict every split."
+    import tempfile
+    from pathlib import Path
     from neuronb.core import seed_everything
     check_run_split(splits, data.run)
     if 'train' not in splits or 'val' not in splits: raise ValueError(f"splits need 'train' and 'val', got {sorted(splits)}")
@@ -293,24 +341,41 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
     stim = scaler.transform(data.stimulus)
     bold = zscore_runs(data.bold, data.run)
     win = {k: make_windows(stim, bold, data.run, v, context, chunk) for k, v in splits.items()}
-    loaders = {k: make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=k == 'train', seed=seed)
-               for k, w in win.items()}
     model = EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
                           d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
-    module = TaskModule(model, task='regression', n_outputs=chunk * data.n_voxels, lr=lr, weight_decay=weight_decay)
-    t0 = time.perf_counter()
-    res = fit(module, loaders['train'], loaders['val'], max_epochs=max_epochs, seed=seed, out_dir=out_dir,
-              accelerator=accelerator, **fit_kwargs)
+    if stagewise is None: stagewise = not isinstance(model.encoder, (MeanPool, S3DEncoder))
+    out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix='neuronb-encoding-'))
+    train = dict(n_outputs=chunk * data.n_voxels, batch_size=batch_size, max_epochs=max_epochs, lr=lr,
+                 weight_decay=weight_decay, seed=seed, accelerator=accelerator, **fit_kwargs)
+    t0, base_res = time.perf_counter(), None
+    if stagewise:
+        seed_everything(seed)
+        base = EncodingModel(MeanPool(data.n_features, data.n_frames), data.n_voxels, context=context, temporal=temporal,
+                             d_hidden=d_hidden, dropout=dropout)
+        base_module, base_res = _train_stage(base, win, out_dir=out_dir / 'base', **train)
+        # the residual stage learns what the mean model leaves, item by item (the same windows)
+        win_res = {k: {**w, 'y': w['y'] - _predict_windows(base_module, w, 4 * batch_size, accelerator)}
+                   for k, w in win.items()}
+        seed_everything(seed)
+        model = EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
+                              d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
+        res_module, res = _train_stage(model, win_res, out_dir=out_dir / 'residual', **train)
+        model = StagewiseEncodingModel(base_module.model.cpu(), model.cpu())
+        if shrink_residual:  # least squares per voxel on the validation windows: how much of the residual stage helps
+            p2 = _predict_windows(res_module, win['val'], 4 * batch_size, accelerator)
+            num = (win_res['val']['y'] * p2).sum(axis=(0, 1))
+            den = (p2 ** 2).sum(axis=(0, 1))
+            scale = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, 1.0)
+            model.residual_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+    else:
+        _, res = _train_stage(model, win, out_dir=out_dir, **train)
     seconds = time.perf_counter() - t0
-    if res.best_checkpoint: load_weights(module, res.best_checkpoint)
-    module.eval()
+    module = TaskModule(model.eval(), task='regression', n_outputs=chunk * data.n_voxels).eval()
     preds, rs = {}, {}
     for k, w in win.items():
-        loader = make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=4 * batch_size, shuffle=False)
-        out = predict(module, loader, accelerator=accelerator)['output'].numpy()
-        rows, p = unchunk(out, w['target_index'], data.n_tr)
+        rows, p = unchunk(_predict_windows(module, w, 4 * batch_size, accelerator), w['target_index'], data.n_tr)
         preds[k], rs[k] = (rows, p), voxel_pearson(p, bold[rows])
-    return EncodingFit(model.cpu().eval(), scaler, bold, preds, rs, res, seconds)
+    return EncodingFit(model.cpu().eval(), scaler, bold, preds, rs, res, seconds, base_res)
 
 def fit_ridge_baseline(data: EncodingData,  # stimulus, BOLD, runs
                        splits: dict[str, np.ndarray],  # the same splits as the deep model

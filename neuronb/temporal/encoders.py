@@ -16,8 +16,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['ENCODERS', 'TemporalEncoder', 'fourier_time_code', 'TemporalPositionalEncoding', 'MeanPool', 'MeanPosEnc',
-           'SegmentPool', 'MultiScaleBlock', 'MultiScaleConv1D', 'HierarchicalEncoder', 'Attention', 'Block',
-           'FrameTransformer', 'S3DEncoder', 'make_encoder']
+           'SegmentPool', 'ModulationEnergy', 'MultiScaleBlock', 'MultiScaleConv1D', 'HierarchicalEncoder', 'Attention',
+           'Block', 'FrameTransformer', 'S3DEncoder', 'make_encoder']
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0005
 class TemporalEncoder(nn.Module):
@@ -163,6 +163,44 @@ class SegmentPool(nn.Module):
         seg = h.reshape(b, self.n_segments, t // self.n_segments, d).mean(dim=2)
         return self.proj(self.norm(seg.reshape(b, -1)))
 
+# %% ../../nbs/temporal/01_encoders.ipynb #0eb563ac
+class ModulationEnergy(nn.Module):
+    "Log power of the within-TR modulation spectrum of learned feature channels: (batch, n_frames, d_in) -> (batch, d_out)."
+    def __init__(self, d_in: int,  # features per frame
+                 n_frames: int,  # frames per TR
+                 d_out: int,  # output size
+                 d_mod: int = 8,  # learned channels (linear mixtures of the features) whose spectra are taken
+                 max_cycles: int | None = None,  # highest modulation kept, cycles per TR (default n_frames // 2, the Nyquist)
+                ):
+        super().__init__()
+        max_cycles = n_frames // 2 if max_cycles is None else max_cycles
+        if not 1 <= max_cycles <= n_frames // 2:
+            raise ValueError(f"max_cycles must be in [1, n_frames // 2 = {n_frames // 2}] cycles per TR (up to the Nyquist "
+                             f"frequency of the frames), got {max_cycles}")
+        if d_mod < 1: raise ValueError(f"d_mod must be >= 1, got {d_mod}")
+        self.n_frames, self.n_bins, self.d_mod = n_frames, max_cycles, d_mod
+        self.proj = nn.Linear(d_in, d_mod)
+        self.register_buffer('window', torch.hann_window(n_frames, periodic=False), persistent=False)
+        self.norm = nn.LayerNorm(d_mod * max_cycles)
+        self.out = nn.Linear(d_mod * max_cycles, d_out)
+
+    def frequencies(self, tr: float,  # repetition time in seconds
+                   ) -> torch.Tensor:  # (n_bins,) Hz
+        "The modulation frequency of each spectral bin: k / TR for k = 1 .. max_cycles."
+        return torch.arange(1, self.n_bins + 1, dtype=torch.float32) / tr
+
+    def spectrum(self, x: torch.Tensor,  # (batch, n_frames, d_in)
+                ) -> torch.Tensor:  # (batch, n_bins, d_mod): log(1 + power) at 1 .. max_cycles cycles per TR
+        "The log modulation power spectrum of each learned channel."
+        u = self.proj(x).float()  # the FFT runs in float32, also under bf16 autocast
+        u = (u - u.mean(dim=1, keepdim=True)) * self.window[:, None]
+        power = torch.fft.rfft(u, dim=1).abs().square()[:, 1:self.n_bins + 1]
+        return torch.log1p(power)
+
+    def forward(self, x: torch.Tensor,  # (batch, n_frames, d_in)
+               ) -> torch.Tensor:  # (batch, d_out)
+        return self.out(self.norm(self.spectrum(x).flatten(1)))
+
 # %% ../../nbs/temporal/01_encoders.ipynb #0018
 class MultiScaleBlock(nn.Module):
     "Pre-norm residual block: parallel 1D convolutions of several kernel sizes fused by a 1x1 convolution."
@@ -187,8 +225,13 @@ class MultiScaleBlock(nn.Module):
         u = torch.cat([F.gelu(b(u)) for b in self.branches], dim=1)
         return h + self.drop_path(self.drop(self.fuse(u).transpose(1, 2)))
 
+def _modulation_share(d_embed: int) -> int:
+    "Embedding channels given to the modulation branch (a quarter), the rest to the time-resolved read-out."
+    if d_embed < 2: raise ValueError(f"d_embed must be >= 2 with the modulation branch (it takes a quarter of it), got {d_embed}")
+    return max(1, d_embed // 4)
+
 class MultiScaleConv1D(TemporalEncoder):
-    "Parallel multi-scale 1D convolutions over frames (kernels 1-11), residual blocks, segment pooling."
+    "Parallel multi-scale 1D convolutions over frames (kernels 1-11), residual blocks, segment pooling (+ modulation energy)."
     def __init__(self, n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
                  d_embed: int = 128,  # size of the TR embedding
@@ -198,19 +241,25 @@ class MultiScaleConv1D(TemporalEncoder):
                  n_segments: int = 8,  # segments of the read-out (must divide n_frames)
                  dropout: float = 0.1,  # dropout in the blocks
                  drop_path: float = 0.0,  # stochastic depth
+                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the embedding
+                 d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
         self.stem = nn.Linear(n_features, d_hidden)
         self.blocks = nn.Sequential(*[MultiScaleBlock(d_hidden, kernel_sizes, dropout=dropout, drop_path=drop_path)
                                       for _ in range(n_blocks)])
         self.norm = nn.LayerNorm(d_hidden)
-        self.pool = SegmentPool(d_hidden, n_frames, n_segments, d_embed)
+        d_mod_out = _modulation_share(d_embed) if modulation else 0
+        self.pool = SegmentPool(d_hidden, n_frames, n_segments, d_embed - d_mod_out)
+        self.modulation = ModulationEnergy(n_features, n_frames, d_mod_out, d_mod) if modulation else None
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
                 return_features: bool = False,  # also return the frame sequence (batch, n_frames, d_hidden)
                ):
-        h = self.norm(self.blocks(self.stem(self.check_input(x))))
+        x = self.check_input(x)
+        h = self.norm(self.blocks(self.stem(x)))
         z = self.pool(h)
+        if self.modulation is not None: z = torch.cat([z, self.modulation(x)], dim=-1)
         return (z, h) if return_features else z
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0021
@@ -224,6 +273,8 @@ class HierarchicalEncoder(TemporalEncoder):
                  mid_stride: int = 8,  # segment length of the mid level, frames (must divide n_frames)
                  d_level: int = 128,  # size of each level's summary
                  dropout: float = 0.1,  # dropout before fusion
+                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the coarse level
+                 d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
         if mid_stride < 1 or n_frames % mid_stride:
@@ -234,22 +285,27 @@ class HierarchicalEncoder(TemporalEncoder):
         self.mid = nn.Conv1d(d_hidden, d_hidden, mid_stride, stride=mid_stride)
         self.mid_proj = nn.Linear(d_hidden * (n_frames // mid_stride), d_level)
         self.coarse_proj = nn.Linear(2 * d_hidden, d_level)
-        self.norm = nn.LayerNorm(3 * d_level)
-        self.fuse = Mlp(3 * d_level, hidden_features=2 * d_embed, out_features=d_embed, drop=dropout)
+        self.modulation = ModulationEnergy(n_features, n_frames, d_level, d_mod) if modulation else None
+        n_levels = 4 if modulation else 3
+        self.norm = nn.LayerNorm(n_levels * d_level)
+        self.fuse = Mlp(n_levels * d_level, hidden_features=2 * d_embed, out_features=d_embed, drop=dropout)
 
-    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        "The fine, mid and coarse summaries (batch, d_level) each, and the stem's frame sequence."
-        u = self.stem(self.check_input(x).transpose(1, 2))  # (batch, d_hidden, n_frames)
-        fine = self.fine_proj(F.gelu(self.fine(u)).flatten(1))
-        mid = self.mid_proj(F.gelu(self.mid(u)).flatten(1))
-        coarse = self.coarse_proj(torch.cat([u.mean(-1), u.std(-1, unbiased=False)], dim=1))
-        return fine, mid, coarse, u.transpose(1, 2)
+    def levels(self, x: torch.Tensor,  # (batch, n_frames, n_features)
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        "The summaries by name ('fine', 'mid', 'coarse', and 'modulation' if on), (batch, d_level) each, and the stem's frames."
+        x = self.check_input(x)
+        u = self.stem(x.transpose(1, 2))  # (batch, d_hidden, n_frames)
+        out = {'fine': self.fine_proj(F.gelu(self.fine(u)).flatten(1)),
+               'mid': self.mid_proj(F.gelu(self.mid(u)).flatten(1)),
+               'coarse': self.coarse_proj(torch.cat([u.mean(-1), u.std(-1, unbiased=False)], dim=1))}
+        if self.modulation is not None: out['modulation'] = self.modulation(x)
+        return out, u.transpose(1, 2)
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
                 return_features: bool = False,  # also return the stem's frame sequence (batch, n_frames, d_hidden)
                ):
-        fine, mid, coarse, h = self.levels(x)
-        z = self.fuse(self.norm(torch.cat([fine, mid, coarse], dim=1)))
+        levels, h = self.levels(x)
+        z = self.fuse(self.norm(torch.cat(list(levels.values()), dim=1)))
         return (z, h) if return_features else z
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0024
@@ -296,6 +352,8 @@ class FrameTransformer(TemporalEncoder):
                  n_segments: int = 8,  # segments of the read-out
                  dropout: float = 0.1,  # dropout in the MLPs
                  drop_path: float = 0.0,  # stochastic depth
+                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the embedding
+                 d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
         if pool not in ('segments', 'cls'): raise ValueError(f"pool must be 'segments' or 'cls', got {pool!r}")
@@ -305,17 +363,22 @@ class FrameTransformer(TemporalEncoder):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pool == 'cls' else None
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout, drop_path) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
-        self.pool = SegmentPool(d_model, n_frames, n_segments, d_embed) if pool == 'segments' else nn.Linear(d_model, d_embed)
+        d_mod_out = _modulation_share(d_embed) if modulation else 0
+        d_pool = d_embed - d_mod_out
+        self.pool = SegmentPool(d_model, n_frames, n_segments, d_pool) if pool == 'segments' else nn.Linear(d_model, d_pool)
+        self.modulation = ModulationEnergy(n_features, n_frames, d_mod_out, d_mod) if modulation else None
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
                 return_features: bool = False,  # also return the frame tokens (batch, n_frames, d_model)
                ):
-        h = self.pe(self.inp(self.check_input(x)))
+        x = self.check_input(x)
+        h = self.pe(self.inp(x))
         if self.cls_token is not None: h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1)
         for blk in self.blocks: h = blk(h)
         h = self.norm(h)
         if self.cls_token is not None: z, h = self.pool(h[:, 0]), h[:, 1:]
         else: z = self.pool(h)
+        if self.modulation is not None: z = torch.cat([z, self.modulation(x)], dim=-1)
         return (z, h) if return_features else z
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0027
@@ -371,8 +434,8 @@ ENCODERS: dict[str, type[TemporalEncoder]] = {
 def make_encoder(kind: str,  # a name in `ENCODERS`
                  n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int | None = 128,  # size of the TR embedding (`mean`: None keeps the raw mean)
-                 strict: bool = False,  # raise on keyword arguments the encoder does not take (else drop them)
+                 d_embed: int | None = None,  # size of the TR embedding (None: the encoder's default)
+                 strict: bool = True,  # raise on keyword arguments the encoder does not take (False: drop them)
                  **kwargs,  # encoder-specific options
                 ) -> TemporalEncoder:
     "Build an encoder by name."
@@ -383,5 +446,5 @@ def make_encoder(kind: str,  # a name in `ENCODERS`
     unknown = set(kwargs) - accepted
     if unknown and strict: raise TypeError(f"{cls.__name__} does not take {sorted(unknown)}; it takes {sorted(accepted)}")
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    if kind == 'mean' and d_embed == 128: d_embed = None  # the baseline is the raw mean unless asked otherwise
-    return cls(n_features, n_frames, d_embed=d_embed, **kwargs)
+    if d_embed is not None: kwargs['d_embed'] = d_embed
+    return cls(n_features, n_frames, **kwargs)
