@@ -341,8 +341,10 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
     stim = scaler.transform(data.stimulus)
     bold = zscore_runs(data.bold, data.run)
     win = {k: make_windows(stim, bold, data.run, v, context, chunk) for k, v in splits.items()}
-    model = EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
-                          d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
+    def build() -> EncodingModel:
+        return EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
+                             d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
+    model = build()
     if stagewise is None: stagewise = not isinstance(model.encoder, (MeanPool, S3DEncoder))
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix='neuronb-encoding-'))
     train = dict(n_outputs=chunk * data.n_voxels, batch_size=batch_size, max_epochs=max_epochs, lr=lr,
@@ -357,8 +359,7 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
         win_res = {k: {**w, 'y': w['y'] - _predict_windows(base_module, w, 4 * batch_size, accelerator)}
                    for k, w in win.items()}
         seed_everything(seed)
-        model = EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
-                              d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
+        model = build()  # afresh, from the same seed
         res_module, res = _train_stage(model, win_res, out_dir=out_dir / 'residual', **train)
         model = StagewiseEncodingModel(base_module.model.cpu(), model.cpu())
         if shrink_residual:  # least squares per voxel on the validation windows: how much of the residual stage helps

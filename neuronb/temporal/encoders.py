@@ -241,7 +241,7 @@ class MultiScaleConv1D(TemporalEncoder):
                  n_segments: int = 8,  # segments of the read-out (must divide n_frames)
                  dropout: float = 0.1,  # dropout in the blocks
                  drop_path: float = 0.0,  # stochastic depth
-                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the embedding
+                 modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
@@ -273,7 +273,7 @@ class HierarchicalEncoder(TemporalEncoder):
                  mid_stride: int = 8,  # segment length of the mid level, frames (must divide n_frames)
                  d_level: int = 128,  # size of each level's summary
                  dropout: float = 0.1,  # dropout before fusion
-                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the coarse level
+                 modulation: bool = True,  # a fourth, whole-TR summary: the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
@@ -352,7 +352,7 @@ class FrameTransformer(TemporalEncoder):
                  n_segments: int = 8,  # segments of the read-out
                  dropout: float = 0.1,  # dropout in the MLPs
                  drop_path: float = 0.0,  # stochastic depth
-                 modulation: bool = True,  # add the `ModulationEnergy` of the frames to the embedding
+                 modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_embed)
