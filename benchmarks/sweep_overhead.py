@@ -11,6 +11,9 @@ process, so every side pays its own imports (neuronb.core imports torch; papermi
                the cells, graceful kernel shutdown, executed notebook written
   sweep.run    the whole `sweep.run(spec)` call: spec and notebook checks (papermill import), the run, status.json,
                collect (results.parquet/csv, summary.png); cold, then again with rerun=True in the same process
+  provenance   `sweep.provenance(spec)`: the notebook's hash, the neuronb source hash and git (once per sweep.run),
+               and without git (status/collect, and once per run); the project here is the neuronb checkout, so
+               git runs on a real repository
 Prints seconds and the differences. Times depend on machine load; compare numbers from one invocation only.
 """
 import json
@@ -60,7 +63,11 @@ def main():
         warm = time.perf_counter() - t
         d2 = json.loads((res.spec.run_dir('default') / 'status.json').read_text())['duration_s']
         assert res.ok and res.table['y'][0] == 6
-        print(json.dumps(dict(cold=cold, d1=d1, warm=warm, d2=d2)))""")
+        spec = res.spec
+        spec.root = {str(Path(__file__).resolve().parent.parent)!r}  # git on the neuronb checkout
+        t = time.perf_counter(); [sweep.provenance(spec) for _ in range(5)]; prov = (time.perf_counter() - t) / 5
+        t = time.perf_counter(); [sweep.provenance(spec, git=False) for _ in range(5)]; prov_nogit = (time.perf_counter() - t) / 5
+        print(json.dumps(dict(cold=cold, d1=d1, warm=warm, d2=d2, prov=prov, prov_nogit=prov_nogit)))""")
     s = json.loads(out.strip().splitlines()[-1])
     print(f"in-process code (cold imports)      {inproc:6.2f} s")
     print(f"one run (status.json duration_s)    {s['d1']:6.2f} s   second run {s['d2']:6.2f} s")
@@ -71,6 +78,8 @@ def main():
     print(f"total difference, cold (sweep.run - in-process)     {s['cold'] - inproc:6.2f} s   "
           f"ratio {s['cold'] / inproc:.1f}x")
     print(f"total difference, warm (sweep.run - in-process)     {s['warm'] - inproc:6.2f} s")
+    print(f"provenance with git (once per sweep.run)            {s['prov']:6.3f} s")
+    print(f"provenance without git (per run, status, collect)   {s['prov_nogit']:6.3f} s")
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import neuronb
+from .sweep import SweepBusyError  # light: the sweep module imports papermill and torch lazily
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'Command', 'command', 'build_parser', 'main']
@@ -37,7 +38,8 @@ def command(name: str,  # the sub-command's name
         return build
     return register
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)  # -> one line, exit code 2
+# -> one line, exit code 2: mistakes in what was typed, and a sweep folder another `neuronb sweep run` is working on
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, SweepBusyError)
 
 def build_parser() -> argparse.ArgumentParser:
     "The `neuronb` argument parser with every registered command."
@@ -86,7 +88,7 @@ def _sweep_collect(args) -> int:
     table = sweep.collect(args.spec)
     out = sweep.load_spec(args.spec).output_dir
     if out.is_relative_to(Path.cwd().resolve()): out = out.relative_to(Path.cwd().resolve())
-    print(table.drop(columns=['error']).to_string(index=False))
+    print(table.drop(columns=['why']).to_string(index=False))
     print(f"results: {out}/results.parquet, {out}/results.csv; summary figure: {out}/summary.png")
     return 0
 

@@ -5,6 +5,7 @@
 # %% ../nbs/03_sweep.ipynb #0003
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import contextlib
 import datetime as dt
@@ -16,6 +17,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +35,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['RUN_DIR_ENV', 'SPEC_FIELDS', 'RESULT_FILES', 'under_sweep', 'output_dir', 'log_metrics', 'save_figure', 'SpecError',
-           'SweepRun', 'SweepSpec', 'find_root', 'load_spec', 'check_notebook', 'run_state', 'SweepResult', 'run',
-           'status', 'collect']
+           'SweepBusyError', 'SweepRun', 'SweepSpec', 'find_root', 'load_spec', 'check_notebook', 'notebook_hash',
+           'library_hash', 'git_state', 'provenance', 'run_state', 'SweepResult', 'run', 'status', 'collect']
 
 # %% ../nbs/03_sweep.ipynb #0005
 RUN_DIR_ENV = 'NEURONB_RUN_DIR'  # set by the sweep runner to the run's folder
@@ -108,11 +110,15 @@ def save_figure(fig,  # a matplotlib Figure
 SPEC_FIELDS = ('name', 'description', 'notebook', 'parameters', 'grid', 'runs', 'output_dir', 'workers', 'timeout',
                'gpus', 'summary_metric', 'kernel')
 RESULT_FILES = ('results.parquet', 'results.csv', 'summary.png')  # written by `collect` into the sweep's folder
+_LOCK_NAME = '.sweep.lock'  # in the sweep's folder, locked by the `run` working on it
 _SAFE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._=+-]*$')
 _MAX_NAME = 120
 
 class SpecError(ValueError):
     "A sweep spec (or its notebook) is not what `run` needs; the message names the file and the field."
+
+class SweepBusyError(RuntimeError):
+    "Another `run` works on the sweep's folder, or processes of an earlier attempt of a run are still alive."
 
 @dataclass(frozen=True)
 class SweepRun:
@@ -125,7 +131,7 @@ class SweepSpec:
     "A parsed, validated sweep spec; paths are absolute."
     name: str  # the sweep's name
     spec_path: Path  # the YAML file
-    root: Path  # the project root (holds settings.ini); `notebook` is relative to it
+    root: Path  # the project root (see `find_root`); `notebook` is relative to it
     notebook: Path  # the notebook to execute
     output_dir: Path  # the sweep's folder: papermill_runs/<output_dir>/, one sub-folder per run
     parameters: dict = field(default_factory=dict)  # base parameters
@@ -137,6 +143,7 @@ class SweepSpec:
     summary_metric: str | None = None  # metric plotted by `collect`
     kernel: str = 'python3'  # Jupyter kernel name
     description: str = ''
+    root_origin: str = ''  # how the project root was chosen, in words (for messages)
 
     @property
     def runs_root(self) -> Path: return self.root / 'papermill_runs'
@@ -151,6 +158,35 @@ def find_root(spec_path: str | os.PathLike,  # a sweep spec
     for d in p.parents:
         if (d / 'settings.ini').is_file(): return d
     return p.parent.parent
+
+def _root_origin(root: Path,  # the project root in use
+                 given: bool,  # whether the caller passed it (`root=`)
+                ) -> str:
+    "How the project root was chosen, in words, so that messages never claim what is not so."
+    if given: return f"the project root {root} (given as root=)"
+    if (root / 'settings.ini').is_file(): return f"the project root {root} (the nearest folder above the spec holding settings.ini)"
+    return f"the project root {root} (no folder above the spec holds settings.ini, so the spec's grandparent)"
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, first_line: int):
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge': continue  # `<<: *base` merges, later keys override it
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try: seen = key in first_lines
+            except TypeError: continue  # an unhashable key: the field checks refuse it with a better message
+            if seen: raise _DuplicateKey(key, line, first_lines[key])
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+_UniqueKeyLoader.add_constructor('tag:yaml.org,2002:map', _UniqueKeyLoader.construct_yaml_map)
 
 def _describe(v) -> str:
     return f"{v!r} ({type(v).__name__})"
@@ -197,6 +233,24 @@ def _inside(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()
     return path != folder and folder in path.parents
 
+def _specs_sharing(output_dir: Path,  # the resolved output folder of the spec being loaded
+                   spec_path: Path,  # that spec
+                   runs_root: Path,  # <root>/papermill_runs
+                  ) -> list[Path]:
+    "The other specs under `runs_root` whose output folder is `output_dir` (output folders are not searched)."
+    others = []
+    for folder, subfolders, files in os.walk(runs_root):
+        subfolders[:] = sorted(s for s in subfolders if not (Path(folder) / s / _LOCK_NAME).exists() and not s.startswith('.'))
+        for f in sorted(files):
+            other = (Path(folder) / f).resolve()
+            if not f.endswith(('.yaml', '.yml')) or other == spec_path: continue
+            try: data = yaml.safe_load(other.read_text(encoding='utf-8'))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError): continue  # not a spec we can read: its own load says why
+            if not isinstance(data, dict) or not isinstance(data.get('notebook'), str): continue  # not a sweep spec
+            out = data.get('output_dir', data.get('name', other.stem))
+            if isinstance(out, str) and out.strip() and (runs_root / out).resolve() == output_dir: others.append(other)
+    return others
+
 # %% ../nbs/03_sweep.ipynb #0013
 def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_runs/
               root: str | os.PathLike | None = None,  # project root; default: found from the spec (`find_root`)
@@ -209,24 +263,34 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
     def fail(where, expected):
         raise SpecError(f"{path}: field '{where}': expected {expected}")
 
-    try: data = yaml.safe_load(path.read_text())
+    try: text = path.read_bytes().decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b'\n') + 1
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} on line {line}, at offset {e.start}); "
+                        f"save the spec as UTF-8") from None
+    try: data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise SpecError(f"{path}: line {e.line}: key {e.key!r} is given twice in one mapping (first on line "
+                        f"{e.first_line}); YAML would keep only the last value, so remove one of them") from None
     except yaml.YAMLError as e: raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields ({', '.join(SPEC_FIELDS)}), got {_describe(data)}")
     unknown = [k for k in data if k not in SPEC_FIELDS]
     if unknown: raise SpecError(f"{path}: unknown field(s) {unknown}; the fields of a sweep spec are {list(SPEC_FIELDS)}")
 
-    root = Path(root).resolve() if root is not None else find_root(path)
+    root_given = root is not None
+    root = Path(root).resolve() if root_given else find_root(path)
+    root_origin = _root_origin(root, root_given)
     runs_root = root / 'papermill_runs'
     if not _inside(path, runs_root):
-        raise SpecError(f"{path}: sweep specs must be inside {runs_root}/ (the project root {root} holds settings.ini)")
+        raise SpecError(f"{path}: sweep specs must be inside {runs_root}/, the papermill_runs folder of {root_origin}")
 
     name = _check_name(data.get('name', path.stem), 'name', fail)
     description = data.get('description') or ''
     if not isinstance(description, str): fail('description', f"a string, got {_describe(description)}")
     nb = data.get('notebook')
     if not isinstance(nb, str) or not nb.endswith('.ipynb'):
-        fail('notebook', f"the path of an .ipynb file relative to the project root {root}, got {_describe(nb)}")
+        fail('notebook', f"the path of an .ipynb file relative to {root_origin}, got {_describe(nb)}")
     notebook = (root / nb).resolve()
 
     parameters = _check_params(data.get('parameters'), 'parameters', fail)
@@ -263,6 +327,11 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
         fail('output_dir', f"a folder inside {runs_root} given relative to it (no absolute path, no '..', "
                            f"no link leading out), got {out!r}")
     output_dir = (runs_root / out).resolve()
+    sharing = _specs_sharing(output_dir, path, runs_root)
+    if sharing:
+        fail('output_dir', f"a folder no other spec uses, but {out!r} is also the output folder of "
+                           f"{', '.join(map(str, sharing))}; the two sweeps would overwrite each other's runs and "
+                           f"results table, so give one of them another output_dir (or name)")
 
     workers = data.get('workers', 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -297,26 +366,88 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
     return SweepSpec(name=name, spec_path=path, root=root, notebook=notebook, output_dir=output_dir,
                      parameters=parameters, grid=grid, runs=runs, workers=workers,
                      timeout=float(timeout) if timeout is not None else None, gpus=gpus, summary_metric=metric,
-                     kernel=kernel, description=description)
+                     kernel=kernel, description=description, root_origin=root_origin)
 
 # %% ../nbs/03_sweep.ipynb #0018
-def check_notebook(spec: SweepSpec) -> dict:
-    "Check the spec's notebook and kernel; returns papermill's description of the declared parameters."
+def _read_notebook(spec: SweepSpec):
+    "The spec's notebook as an nbformat node; `SpecError` naming the file if it is missing or not a notebook."
     import nbformat
-    import papermill
     rel = os.path.relpath(spec.notebook, spec.root)
     if not spec.notebook.is_file():
-        raise SpecError(f"{spec.spec_path}: field 'notebook': {rel} does not exist (relative to the project root {spec.root})")
-    nb = nbformat.read(spec.notebook, as_version=4)
+        raise SpecError(f"{spec.spec_path}: field 'notebook': {rel} does not exist (relative to {spec.root_origin})")
+    try:
+        text = spec.notebook.read_bytes().decode('utf-8')
+        return nbformat.reads(text, as_version=4)
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{spec.notebook}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}), so not a "
+                        f"Jupyter notebook (named in field 'notebook' of {spec.spec_path})") from None
+    except Exception as e:  # nbformat raises NotJSONError, ValidationError, KeyError, ... for what is not a notebook
+        why = ' '.join(str(e).split())[:200]
+        raise SpecError(f"{spec.notebook}: not a Jupyter notebook ({type(e).__name__}: {why}); it is named in field "
+                        f"'notebook' of {spec.spec_path}") from None
+
+def _expected_type(default) -> str | None:
+    "What a parameter value must be, judged from the notebook's default; None when anything goes."
+    if default is None: return None  # `x = None` declares no type: the notebook decides what it accepts
+    if isinstance(default, bool): return 'a bool (true or false)'
+    if isinstance(default, int): return 'an integer'
+    if isinstance(default, float): return 'a number (an integer or a float)'
+    if isinstance(default, str): return 'a string'
+    if isinstance(default, (list, tuple)): return 'a list'
+    if isinstance(default, dict): return 'a mapping'
+    return None
+
+def _fits(value, default) -> bool:
+    "Whether a spec's `value` has the type of the notebook's `default` (ints are accepted for floats)."
+    if _expected_type(default) is None: return True
+    if isinstance(default, bool): return isinstance(value, bool)
+    if isinstance(default, int): return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float): return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str): return isinstance(value, str)
+    if isinstance(default, (list, tuple)): return isinstance(value, list)
+    return isinstance(value, dict)
+
+_FLOAT_TEXT = re.compile(r'^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$')
+
+def _check_types(spec: SweepSpec, declared: dict, rel: str) -> None:
+    "Refuse a parameter value whose type differs from the type of its default in the notebook's parameters cell."
+    bad: dict[tuple, list[str]] = {}  # (parameter, value as JSON) -> runs
+    for r in spec.runs:
+        for k, v in r.parameters.items():
+            try: default = ast.literal_eval(declared[k]['default'])
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): continue  # an expression: not checked
+            if not _fits(v, default): bad.setdefault((k, json.dumps(v), declared[k]['default']), []).append(r.name)
+    if not bad: return
+    (k, v_json, default_text), runs = next(iter(bad.items()))
+    v, default = json.loads(v_json), ast.literal_eval(default_text)
+    hint = ''
+    if isinstance(v, str) and isinstance(default, (int, float)) and not isinstance(default, bool) and _FLOAT_TEXT.match(v.strip()):
+        hint = (f"; YAML 1.1 reads {v} as a string (an exponent needs a dot and a signed exponent: write "
+                f"{float(v):.1e}, or {float(v)!r})")
+    more = f" and {len(runs) - 3} more" if len(runs) > 3 else ''
+    others = f" ({len(bad) - 1} other parameter value(s) are wrong too)" if len(bad) > 1 else ''
+    raise SpecError(f"{spec.spec_path}: parameter {k!r} = {_describe(v)} in run(s) {', '.join(runs[:3])}{more}: "
+                    f"expected {_expected_type(default)}, as its default `{k} = {default_text}` in the parameters "
+                    f"cell of {rel}{hint}{others}")
+
+def check_notebook(spec: SweepSpec) -> dict:
+    "Check the spec's notebook, parameter names and types, and kernel; returns papermill's description of the parameters."
+    import papermill
+    rel = os.path.relpath(spec.notebook, spec.root)
+    nb = _read_notebook(spec)
     tagged = [i for i, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if len(tagged) != 1:
         raise SpecError(f"{rel}: expected exactly one cell tagged 'parameters' (for papermill), found {len(tagged)}")
-    declared = papermill.inspect_notebook(str(spec.notebook))
+    try: declared = papermill.inspect_notebook(str(spec.notebook))
+    except Exception as e:  # e.g. "No kernel name found in notebook": say which notebook
+        raise SpecError(f"{spec.notebook}: papermill cannot read its parameters ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
     used = list(dict.fromkeys(k for r in spec.runs for k in r.parameters))
     unknown = [k for k in used if k not in declared]
     if unknown:
         raise SpecError(f"{spec.spec_path}: parameter(s) {unknown} are not declared in the parameters cell of {rel} "
                         f"(declared: {', '.join(declared) or 'none'})")
+    _check_types(spec, declared, rel)
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     try: KernelSpecManager().get_kernel_spec(spec.kernel)
     except NoSuchKernel:
@@ -325,9 +456,68 @@ def check_notebook(spec: SweepSpec) -> dict:
                         f"--name {spec.kernel})") from None
     return declared
 
-# %% ../nbs/03_sweep.ipynb #0020
-_LOCK_NAME = '.sweep.lock'
+# %% ../nbs/03_sweep.ipynb #0021
+def notebook_hash(path: str | os.PathLike,  # an .ipynb file
+                 ) -> str:
+    "SHA-256 of a notebook's code cells' source: executing, cleaning or editing markdown does not change it."
+    try: nb = json.loads(Path(path).read_bytes().decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{os.fspath(path)}: not a Jupyter notebook ({type(e).__name__}: {e})") from None
+    if not isinstance(nb, dict): raise ValueError(f"{os.fspath(path)}: not a Jupyter notebook (a JSON {type(nb).__name__})")
+    sources = []
+    for cell in nb.get('cells', []):
+        if cell.get('cell_type') != 'code': continue
+        if 'injected-parameters' in cell.get('metadata', {}).get('tags', []): continue  # added by papermill
+        source = cell.get('source', '')
+        source = ''.join(source) if isinstance(source, list) else source
+        sources.append(source.replace('\r\n', '\n').rstrip())
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
+def library_hash() -> str:
+    "SHA-256 of the source of the `neuronb` package in use (its .py files except nbdev's `_modidx.py`)."
+    import neuronb
+    package = Path(neuronb.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob('*.py')):
+        rel = path.relative_to(package).as_posix()
+        if rel == '_modidx.py' or '__pycache__' in rel: continue
+        digest.update(rel.encode() + b'\0' + path.read_bytes() + b'\0')
+    return digest.hexdigest()
+
+def git_state(folder: str | os.PathLike,  # a folder inside a git work tree
+             ) -> tuple[str | None, bool | None]:
+    "(commit, dirty) of the repository holding `folder`; (None, None) without git or outside a repository."
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(['git', '--no-optional-locks', '-C', os.fspath(folder), *args], capture_output=True,
+                                 text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired): return None  # git not installed, or hanging
+        return out.stdout if out.returncode == 0 else None
+    commit = git('rev-parse', 'HEAD')
+    if commit is None: return None, None
+    changes = git('status', '--porcelain', '--untracked-files=no')
+    return commit.strip(), (None if changes is None else bool(changes.strip()))
+
+def provenance(spec: SweepSpec,  # a loaded spec
+               git: bool = True,  # also ask git for the commit (only the hashes decide staleness)
+              ) -> dict:
+    "What a run of `spec` would run with now: notebook hash, neuronb version and source hash, git commit and dirty flag."
+    import neuronb
+    info = dict(notebook_hash=notebook_hash(spec.notebook), neuronb_version=neuronb.__version__,
+                library_hash=library_hash(), git_commit=None, git_dirty=None)
+    if git: info['git_commit'], info['git_dirty'] = git_state(spec.root)
+    return info
+
+_DECISIVE = {'notebook_hash': 'the notebook changed', 'library_hash': 'the neuronb library changed'}
+
+def _current(spec: SweepSpec) -> dict:
+    "`provenance(spec, git=False)`, with notebook_hash None when the notebook is missing or unreadable now."
+    try: return provenance(spec, git=False)
+    except (OSError, ValueError):
+        import neuronb
+        return dict(notebook_hash=None, neuronb_version=neuronb.__version__, library_hash=library_hash())
+
+# %% ../nbs/03_sweep.ipynb #0025
 def _lock_held(sweep_dir: Path) -> bool:
     "Whether some `run` (in this or another process) holds the sweep folder's lock."
     import fcntl
@@ -341,13 +531,21 @@ def _lock_held(sweep_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def _sweep_lock(sweep_dir: Path):
+    "Hold the sweep folder's lock (and write who holds it into the lock file); `SweepBusyError` if it is taken."
     import fcntl
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / _LOCK_NAME, 'a') as f:
+    with open(sweep_dir / _LOCK_NAME, 'a+') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another `neuronb sweep run` is working on {sweep_dir} (it holds {_LOCK_NAME})") from None
-        try: yield
+            f.seek(0)
+            holder = ' '.join(f.read().split()) or 'unknown process'
+            raise SweepBusyError(f"{sweep_dir} is in use by another `neuronb sweep run` ({holder}); wait for it to "
+                                 f"finish or stop it, then run again") from None
+        try:
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+            f.flush()
+            yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def _same(a: dict, b: dict) -> bool:
@@ -358,22 +556,167 @@ def _changes(old: dict, new: dict) -> str:
     return ', '.join(f"{k}: {old.get(k, '(unset)')!r} -> {new.get(k, '(unset)')!r}" for k in keys if old.get(k, '(unset)') != new.get(k, '(unset)'))
 
 def _read_status(run_dir: Path) -> dict | None:
-    try: return json.loads((run_dir / 'status.json').read_text())
-    except (FileNotFoundError, json.JSONDecodeError): return None
+    try: status = json.loads((run_dir / 'status.json').read_text())
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError): return None
+    return status if isinstance(status, dict) else None
 
-def run_state(spec: SweepSpec, run: SweepRun, lock_held: bool | None = None) -> tuple[str, dict | None]:
-    "State of one run ('completed', 'failed', 'stale', 'running', 'interrupted', 'missing') and its status.json."
+def _metrics_problem(run_dir: Path) -> str | None:
+    "Why the run's metrics.json cannot be used (naming the file), or None when it is absent or a JSON object."
+    path = run_dir / 'metrics.json'
+    if not path.exists(): return None
+    try: metrics = json.loads(path.read_bytes().decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{path} is not valid JSON ({' '.join(str(e).split())})"
+    if not isinstance(metrics, dict):
+        return f"{path} holds {type(metrics).__name__}, expected a JSON object of metric name -> value"
+    return None
+
+def _stale_reasons(status: dict, run: SweepRun, current: dict) -> list[str]:
+    "Why a completed run's results no longer answer for the spec, notebook and library of now (empty: they do)."
+    reasons = []
+    if not _same(status.get('parameters', {}), run.parameters):
+        reasons.append(f"parameters changed ({_changes(status.get('parameters', {}), run.parameters)})")
+    for key, what in _DECISIVE.items():
+        if status.get(key) is None: reasons.append(f"no {key} in its status.json (it ran before neuronb recorded provenance)")
+        elif current[key] is None: reasons.append(f"{what.split(' changed')[0]} cannot be read now")
+        elif status[key] != current[key]: reasons.append(what)
+    return reasons
+
+def run_state(spec: SweepSpec,  # a loaded spec
+              run: SweepRun,  # one of its runs
+              lock_held: bool | None = None,  # whether a `run` holds the sweep (default: find out)
+              current: dict | None = None,  # `provenance(spec, git=False)` of now (default: compute it)
+             ) -> tuple[str, dict | None, str]:
+    "(state, status.json, why): state is completed, failed, stale, running, interrupted or missing; why says why."
     d = spec.run_dir(run.name)
-    if not d.is_dir(): return 'missing', None
+    if not d.is_dir(): return 'missing', None, ''
     st = _read_status(d)
     if st is None:
         held = _lock_held(spec.output_dir) if lock_held is None else lock_held
-        return ('running' if held else 'interrupted'), None
-    if st.get('status') == 'completed':
-        return ('completed' if _same(st.get('parameters', {}), run.parameters) else 'stale'), st
-    return 'failed', st
+        if held: return 'running', None, ''
+        alive = _earlier_processes(d)
+        if alive: return 'interrupted', None, f"no status.json, and process(es) {_describe_procs(alive)} of it are still alive"
+        return 'interrupted', None, 'no status.json: the sweep stopped before this run finished'
+    if st.get('status') != 'completed': return 'failed', st, st.get('error') or 'failed'
+    problem = _metrics_problem(d)
+    if problem: return 'failed', st, problem
+    reasons = _stale_reasons(st, run, _current(spec) if current is None else current)
+    if reasons: return 'stale', st, '; '.join(reasons)
+    return 'completed', st, ''
 
-# %% ../nbs/03_sweep.ipynb #0022
+# %% ../nbs/03_sweep.ipynb #0028
+_DRIVER_FILE = 'driver.json'  # in the run's folder, written by the runner: the driver's pid, start time and host
+_PROCESSES_FILE = 'processes.json'  # in the run's folder, written by the driver: every descendant it has seen
+
+def _write_json_now(path: Path, obj) -> None:
+    "Write JSON atomically without importing neuronb.core (and torch): used in the light driver process."
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + '\n')
+    os.replace(tmp, path)
+
+def _process_record(processes: list,  # psutil.Process objects
+                   ) -> dict:
+    import psutil
+    records = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            records.append(dict(pid=p.pid, create_time=p.create_time(), cmdline=' '.join(p.cmdline())[:300]))
+    return dict(host=socket.gethostname(), processes=records)
+
+def _recorded_host(run_dir: Path) -> str | None:
+    "The host named in the run's process records (None when there are none)."
+    for name in (_DRIVER_FILE, _PROCESSES_FILE):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            return json.loads((run_dir / name).read_text()).get('host')
+    return None
+
+def _earlier_processes(run_dir: Path) -> list:
+    "Processes recorded in the run's folder that are still alive on this host: same pid and same start time."
+    import psutil
+    if _recorded_host(run_dir) not in (None, socket.gethostname()): return []  # cannot be checked from here
+    records = []
+    for name in (_DRIVER_FILE, _PROCESSES_FILE):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            records += json.loads((run_dir / name).read_text()).get('processes', [])
+    alive = {}
+    for rec in records:
+        try:
+            p = psutil.Process(int(rec['pid']))
+            same = abs(p.create_time() - float(rec['create_time'])) < 0.05  # else the pid was reused
+            if same and p.status() != psutil.STATUS_ZOMBIE: alive[p.pid] = p
+        except (psutil.Error, KeyError, TypeError, ValueError): continue
+    return list(alive.values())
+
+def _describe_procs(processes: list) -> str:
+    import psutil
+    def one(p):
+        with contextlib.suppress(psutil.Error): return f"pid {p.pid} ({' '.join(p.cmdline())[:60]})"
+        return f"pid {p.pid}"
+    return ', '.join(one(p) for p in processes)
+
+def _kill_processes(processes: list,  # psutil.Process objects
+                    wait: float = 5.0,  # seconds to wait for them to die
+                   ) -> list:
+    "SIGKILL the processes and their descendants (and their process groups, but never ours); returns those left alive."
+    import psutil
+    tree = {}
+    for p in processes:
+        tree[p.pid] = p
+        with contextlib.suppress(psutil.Error):
+            for c in p.children(recursive=True): tree[c.pid] = c
+    own = os.getpgid(0)
+    for p in tree.values():
+        with contextlib.suppress(psutil.Error, OSError):
+            group = os.getpgid(p.pid)
+            if group != own: os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error): p.kill()
+    _, alive = psutil.wait_procs(list(tree.values()), timeout=wait)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+def _stop_earlier(spec: SweepSpec, run: SweepRun, say) -> None:
+    "Before a run's folder is touched: kill what is left of an earlier attempt, or raise `SweepBusyError`."
+    d = spec.run_dir(run.name)
+    host = _recorded_host(d)
+    if host not in (None, socket.gethostname()):
+        say(f"{run.name}: its earlier attempt ran on host {host}, whose processes cannot be checked from "
+            f"{socket.gethostname()} (they stop themselves when their sweep dies)")
+        return
+    alive = _earlier_processes(d)
+    if not alive: return
+    say(f"stopping {len(alive)} process(es) left by an earlier attempt of {run.name}: {_describe_procs(alive)}")
+    left = _kill_processes(alive)
+    if left:
+        raise SweepBusyError(f"{d}: process(es) {_describe_procs(left)} of an earlier attempt of run {run.name!r} are "
+                             f"still alive and could not be stopped; stop them, then run again")
+
+def _guard_driver(parent_pid: int,  # the sweep's process id, as the sweep saw it
+                  run_dir: Path,  # the run's folder (processes.json goes there)
+                 ) -> None:
+    "In a run's driver: die with the sweep, killing the kernel's tree first; record the tree as it grows."
+    import psutil
+    me = psutil.Process()
+    def kill_tree_and_exit(code: int):
+        _kill_processes(me.children(recursive=True), wait=2.0)
+        os._exit(code)
+    signal.signal(signal.SIGTERM, lambda signum, frame: kill_tree_and_exit(128 + signum))
+    if sys.platform.startswith('linux'):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent_pid: kill_tree_and_exit(1)  # the sweep died before the signal was asked for
+    def watch():
+        seen = {}
+        while True:
+            if os.getppid() != parent_pid: kill_tree_and_exit(1)
+            with contextlib.suppress(psutil.Error):
+                new = [p for p in me.children(recursive=True) if p.pid not in seen]
+                if new:
+                    for p in new: seen[p.pid] = p
+                    _write_json_now(run_dir / _PROCESSES_FILE, _process_record(list(seen.values())))
+            time.sleep(0.2)
+    threading.Thread(target=watch, name='neuronb-parent-watchdog', daemon=True).start()
+
+# %% ../nbs/03_sweep.ipynb #0033
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
 def _now() -> str: return dt.datetime.now().astimezone().isoformat(timespec='milliseconds')
@@ -382,6 +725,7 @@ def _child_main(argv: Sequence[str]) -> int:
     "Entry point of a run's process: execute one notebook with papermill (argv: one JSON request)."
     import logging
     req = json.loads(argv[0])
+    _guard_driver(req['parent_pid'], Path(req['output']))
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', stream=sys.stdout)
     out = Path(req['output'])
     try:
@@ -429,11 +773,12 @@ def _kill_tree(proc: subprocess.Popen, grace: float = 3.0) -> None:
         procs = alive
     with contextlib.suppress(subprocess.TimeoutExpired): proc.wait(timeout=5)
 
-# %% ../nbs/03_sweep.ipynb #0023
+# %% ../nbs/03_sweep.ipynb #0034
 class _Runner:
     "Executes runs in worker threads, one process per run; tracks live processes so they can be stopped."
-    def __init__(self, spec: SweepSpec, gpus: list[str] | None, say, workers: int = 1):
+    def __init__(self, spec: SweepSpec, gpus: list[str] | None, say, workers: int = 1, provenance: dict | None = None):
         self.spec, self.gpus, self.say = spec, gpus, say
+        self.provenance = provenance or {}  # recorded in every status.json
         # CPU threads per run: the cores shared among the workers, so parallel runs do not oversubscribe them
         self.threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
         self.live: dict[str, subprocess.Popen] = {}
@@ -454,7 +799,8 @@ class _Runner:
         if device is not None: env['CUDA_VISIBLE_DEVICES'] = device
         for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'): env.setdefault(var, self.threads)  # a user's setting wins
         request = dict(input=str(spec.notebook), output=str(d), parameters=run.parameters, kernel=spec.kernel,
-                       cwd=str(spec.notebook.parent))
+                       cwd=str(spec.notebook.parent), parent_pid=os.getpid())
+        ran_with = {**self.provenance, **_current(spec)}  # the notebook and library as the driver reads them
         started, t0, timed_out = _now(), time.monotonic(), False
         self.say(f"start {run.name} (worker {slot}" + (f", CUDA_VISIBLE_DEVICES={device!r}" if device is not None else '') + ')')
         with open(d / 'run.log', 'wb') as log:
@@ -462,6 +808,8 @@ class _Runner:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     cwd=spec.notebook.parent, start_new_session=True)
             with self.lock: self.live[run.name] = proc
+            import psutil
+            with contextlib.suppress(psutil.Error): _write_json_now(d / _DRIVER_FILE, _process_record([psutil.Process(proc.pid)]))
             try: rc = proc.wait(timeout=spec.timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
@@ -470,18 +818,23 @@ class _Runner:
             finally:
                 with self.lock: self.live.pop(run.name, None)
         duration = round(time.monotonic() - t0, 3)
+        leftover = _earlier_processes(d)  # the driver was killed before it could stop its kernel
+        if leftover:
+            self.say(f"{run.name}: stopping {len(leftover)} process(es) its driver left: {_describe_procs(leftover)}")
+            _kill_processes(leftover)
         if self.stop.is_set(): return None  # interrupted by the user: no status, the run stays 'interrupted'
         err_file = d / '.error.json'
         err = json.loads(err_file.read_text()) if err_file.exists() else None
         err_file.unlink(missing_ok=True)
         tail = lambda: 'last lines of run.log:\n' + '\n'.join((d / 'run.log').read_text(errors='replace').splitlines()[-30:])
         if timed_out: error, tb = f"timed out after {spec.timeout:g} s", tail()
-        elif rc == 0: error, tb = None, None
+        elif rc == 0: error, tb = _metrics_problem(d), None
         elif err: error, tb = err['error'], err['traceback']
         else: error, tb = f"run process exited with code {rc}", tail()
         status = dict(run=run.name, status='completed' if error is None else 'failed', parameters=run.parameters,
                       started=started, finished=_now(), duration_s=duration, error=error, traceback=tb,
-                      notebook='notebook.ipynb', worker=slot, cuda_visible_devices=device, returncode=rc)
+                      notebook='notebook.ipynb', worker=slot, cuda_visible_devices=device, returncode=rc,
+                      driver_pid=proc.pid, **ran_with)
         write_json(d / 'status.json', status)
         self.say(f"{'done' if error is None else 'FAILED'} {run.name} in {duration:.1f} s" + (f": {error}" if error else ''))
         return status
@@ -491,7 +844,7 @@ class _Runner:
         with self.lock: procs = list(self.live.values())
         for p in procs: _kill_tree(p, grace=1.0)
 
-# %% ../nbs/03_sweep.ipynb #0025
+# %% ../nbs/03_sweep.ipynb #0036
 @dataclass
 class SweepResult:
     "What `run` did and where its outputs are."
@@ -524,7 +877,7 @@ def _select(spec: SweepSpec, only: Sequence[str] | None) -> list[SweepRun]:
         chosen.update(hits)
     return [r for r in spec.runs if r.name in chosen]
 
-# %% ../nbs/03_sweep.ipynb #0026
+# %% ../nbs/03_sweep.ipynb #0037
 def run(spec_path: str | os.PathLike,  # sweep spec (YAML in <root>/papermill_runs/)
         workers: int | None = None,  # runs at a time; default: the spec's `workers`
         only: Sequence[str] | None = None,  # run names to execute (a named run selects all its grid points)
@@ -539,24 +892,29 @@ def run(spec_path: str | os.PathLike,  # sweep spec (YAML in <root>/papermill_ru
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     selected = _select(spec, only)
-    gpus = _resolve_gpus(spec.gpus)
     lock = threading.Lock()
     def say(msg):
         with lock: print(f"[{spec.name}] {msg}", flush=True)
 
-    runner = _Runner(spec, gpus, say, workers=workers)
     executed, skipped, statuses = [], [], {}
-    with _sweep_lock(spec.output_dir):
+    with _sweep_lock(spec.output_dir):  # first, so that a second `run` is refused at once
+        gpus = _resolve_gpus(spec.gpus)
+        current = provenance(spec)  # what every run of this call runs with
+        runner = _Runner(spec, gpus, say, workers=workers, provenance=current)
         todo = []
         for r in selected:
-            state, st = run_state(spec, r, lock_held=False)
+            state, st, why = run_state(spec, r, lock_held=False, current=current)
             if state == 'completed' and not rerun:
                 skipped.append(r.name); continue
-            if state == 'stale': say(f"re-running {r.name}: parameters changed ({_changes(st.get('parameters', {}), r.parameters)})")
-            elif state in ('failed', 'interrupted', 'running'): say(f"re-running {r.name}: it was {state if state != 'running' else 'interrupted'}")
+            if state == 'stale': say(f"re-running {r.name}: it is stale, {why}")
+            elif state == 'failed': say(f"re-running {r.name}: it failed")
+            elif state == 'interrupted': say(f"re-running {r.name}: it was interrupted")
             elif state == 'completed': say(f"re-running {r.name} (rerun)")
-            if spec.run_dir(r.name).exists(): shutil.rmtree(spec.run_dir(r.name))
             todo.append(r)
+        for r in todo:  # no process of an earlier attempt may write into a folder we clear
+            if spec.run_dir(r.name).exists(): _stop_earlier(spec, r, say)
+        for r in todo:
+            if spec.run_dir(r.name).exists(): shutil.rmtree(spec.run_dir(r.name))
         if skipped: say(f"skipping {len(skipped)} completed run(s): {', '.join(skipped)}")
         say(f"{len(todo)} run(s) to execute with {min(workers, max(len(todo), 1))} worker(s)"
             + (f", GPUs {gpus}" if gpus else ' on the CPU' if gpus == [] else ''))
@@ -596,25 +954,23 @@ def run(spec_path: str | os.PathLike,  # sweep spec (YAML in <root>/papermill_ru
     say(f"summary figure: {rel(spec.output_dir / 'summary.png')}")
     return SweepResult(spec=spec, executed=executed, skipped=skipped, failed=failed, table=table)
 
-# %% ../nbs/03_sweep.ipynb #0029
+# %% ../nbs/03_sweep.ipynb #0040
 def status(spec_path: str | os.PathLike,  # sweep spec
            root: str | os.PathLike | None = None,  # project root; default: found from the spec
           ):
-    "One row per run: run, state (completed/failed/stale/running/interrupted/missing), duration_s, finished, error."
+    "One row per run: run, state (completed/failed/stale/running/interrupted/missing), why, duration_s, finished."
     import pandas as pd
     spec = load_spec(spec_path, root)
     held = _lock_held(spec.output_dir)
+    current = _current(spec)
     rows = []
     for r in spec.runs:
-        state, st = run_state(spec, r, lock_held=held)
+        state, st, why = run_state(spec, r, lock_held=held, current=current)
         st = st or {}
-        rows.append(dict(run=r.name, state=state, duration_s=st.get('duration_s'), finished=st.get('finished'),
-                         error=st.get('error')))
-    return pd.DataFrame(rows, columns=['run', 'state', 'duration_s', 'finished', 'error'])
+        rows.append(dict(run=r.name, state=state, why=why, duration_s=st.get('duration_s'), finished=st.get('finished')))
+    return pd.DataFrame(rows, columns=['run', 'state', 'why', 'duration_s', 'finished'])
 
-# %% ../nbs/03_sweep.ipynb #0030
-def _scalar(v) -> bool: return v is None or isinstance(v, (bool, int, float, str))
-
+# %% ../nbs/03_sweep.ipynb #0041
 def _table_column(values: list) -> list:
     "Make a column storable in parquet: nested or mixed-type values become JSON text."
     kinds = {('bool' if isinstance(v, bool) else 'num' if isinstance(v, (int, float)) else
@@ -646,34 +1002,32 @@ def _summary_figure(df, metric: str | None, title: str):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/03_sweep.ipynb #0031
+# %% ../nbs/03_sweep.ipynb #0042
 def collect(spec_path: str | os.PathLike,  # sweep spec
             root: str | os.PathLike | None = None,  # project root; default: found from the spec
            ):
-    "Join the runs' parameters, scalar metrics and status into results.parquet/.csv and summary.png; returns the table."
+    "Join the runs' parameters, metrics and state into results.parquet/.csv and summary.png; returns the table."
     import pandas as pd
     from neuronb.core import atomic_write
     spec = load_spec(spec_path, root)
     held = _lock_held(spec.output_dir)
+    current = _current(spec)
     rows, params, metrics = [], {}, {}
     for r in spec.runs:
-        state, st = run_state(spec, r, lock_held=held)
+        state, st, why = run_state(spec, r, lock_held=held, current=current)
         p = (st or {}).get('parameters', r.parameters)
-        m = {}
         mfile = spec.run_dir(r.name) / 'metrics.json'
-        if mfile.exists():
-            with contextlib.suppress(json.JSONDecodeError):
-                m = {k: v for k, v in json.loads(mfile.read_text()).items() if _scalar(v)}
+        m = json.loads(mfile.read_text()) if mfile.exists() and _metrics_problem(mfile.parent) is None else {}
         params.update(dict.fromkeys(p)); metrics.update(dict.fromkeys(m))
-        rows.append((r.name, p, m, state, (st or {}).get('duration_s'), (st or {}).get('error')))
-    fixed = {'run', 'status', 'duration_s', 'error'}
+        rows.append((r.name, p, m, state, why, (st or {}).get('duration_s')))
+    fixed = {'run', 'status', 'why', 'duration_s'}
     mcol = {k: (f"metric.{k}" if k in fixed or k.startswith('param.') else k) for k in metrics}
     cols = {'run': [r[0] for r in rows]}
     for k in params: cols[f"param.{k}"] = _table_column([r[1].get(k) for r in rows])
-    for k in metrics: cols[mcol[k]] = _table_column([r[2].get(k) for r in rows])
+    for k in metrics: cols[mcol[k]] = _table_column([r[2].get(k) for r in rows])  # lists and mappings as JSON text
     cols['status'] = [r[3] for r in rows]
-    cols['duration_s'] = [r[4] for r in rows]
-    cols['error'] = [r[5] for r in rows]
+    cols['why'] = [r[4] for r in rows]
+    cols['duration_s'] = [r[5] for r in rows]
     df = pd.DataFrame(cols)
     out = spec.output_dir
     with atomic_write(out / 'results.parquet', 'wb') as f: df.to_parquet(f, index=False)

@@ -35,7 +35,7 @@ def one_error_line(capsys) -> str:
 def test_status_lists_runs(project, capsys):
     assert cli.main(['sweep', 'status', str(project)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ['run', 'state', 'duration_s', 'finished', 'error']
+    assert out[0].split() == ['run', 'state', 'why', 'duration_s', 'finished']
     assert [l.split()[:2] for l in out[1:]] == [['x=1', 'missing'], ['x=2', 'missing']]
 
 
@@ -43,7 +43,8 @@ def test_collect_writes_results(project, capsys):
     assert cli.main(['sweep', 'collect', str(project)]) == 0
     out = project.parent / 'demo'
     assert {p.name for p in out.iterdir()} >= {'results.parquet', 'results.csv', 'summary.png'}
-    assert 'results.parquet' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'results.parquet' in printed and printed.splitlines()[0].split() == ['run', 'param.x', 'status', 'duration_s']
 
 
 def test_user_errors_exit_2_with_one_line(project, capsys):
@@ -58,6 +59,9 @@ def test_user_errors_exit_2_with_one_line(project, capsys):
     project.write_text('notebook: nbs/t.ipynb\ngrid: {x: [1, 2]}\n')
     assert cli.main(['sweep', 'run', str(project), '--only', 'x=7']) == 2
     assert "no run named 'x=7'" in one_error_line(capsys)
+    project.write_text('notebook: nbs/t.ipynb\ngrid: {x: [1, 2.5]}\n')  # x = 1 in the notebook: an integer
+    assert cli.main(['sweep', 'run', str(project)]) == 2
+    assert "parameter 'x' = 2.5 (float) in run(s) x=2.5: expected an integer" in one_error_line(capsys)
     assert not (project.parent / 'demo').exists()  # nothing ran, nothing written
 
 
@@ -89,3 +93,12 @@ def test_console_script(project):
     assert r.returncode == 0 and 'missing' in r.stdout, r.stderr
     r = subprocess.run([str(exe), 'sweep', 'status', str(project.parent / 'nope.yaml')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith('neuronb: error: sweep spec not found') and 'Traceback' not in r.stderr
+
+
+def test_busy_sweep_exits_2_with_one_line(project, capsys):
+    from neuronb import sweep
+    out = sweep.load_spec(project).output_dir
+    with sweep._sweep_lock(out):
+        assert cli.main(['sweep', 'run', str(project)]) == 2
+        assert f'{out} is in use by another `neuronb sweep run`' in one_error_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ['.sweep.lock']
