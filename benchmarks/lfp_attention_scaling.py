@@ -19,7 +19,7 @@ from neuronb.lfp.models import Temporal3DViT
 
 def step_time(mode, n, a):
     torch.manual_seed(0)
-    m = Temporal3DViT(n_trials=n, n_freqs=16, n_times=16, patch_size=(4, 4), embed_dim=a.dim, depth=a.depth,
+    m = Temporal3DViT(n_trials=n, n_freqs=16, n_frames=16, patch=(4, 4), d_model=a.dim, depth=a.depth,
                       n_heads=4, attention=mode)
     opt = torch.optim.AdamW(m.parameters(), 1e-3)
     x, y = torch.randn(a.batch, n, 16, 16), torch.randint(0, 2, (a.batch,))

@@ -11,7 +11,7 @@ from neuronb.encoding.models import (EncodingModel, RidgeFIR, StagewiseEncodingM
                                      order_probe, paired_block_bootstrap, reconstruction_probe, voxel_pearson)
 from neuronb.encoding.simulate import (VOXEL_GROUPS, canonical_hrf, hrf_per_tr, noise_ceiling, render_stimulus,
                                        simulate_encoding)
-from neuronb.temporal.encoders import make_encoder
+from neuronb.temporal.encoders import make_encoder  # importing the temporal track registers its encoders
 
 
 @pytest.fixture(scope='module')
@@ -198,21 +198,21 @@ def test_encoding_model_is_causal_with_subject_heads(temporal):
 def test_mean_path_is_present_and_order_still_differs(small, kind):
     torch.manual_seed(0)
     m = EncodingModel(kind, n_voxels=6, n_features=16, n_frames=32, context=4).eval()
-    d_enc = m.encoder.d_embed
+    d_enc = m.encoder.d_model
     # on by default for temporal encoders, off for the mean (it would only duplicate the embedding)
     assert m.mean_path == (kind != 'mean')
-    assert m.d_embed == d_enc + (16 if kind != 'mean' else 0)
-    assert m.temporal[0].in_channels == m.d_embed  # the lag model sees the mean channels
+    assert m.d_in == d_enc + (16 if kind != 'mean' else 0)
+    assert m.temporal[0].in_channels == m.d_in  # the lag model sees the mean channels
     x = torch.randn(2, 7, 32, 16)
     with torch.no_grad():
         z, out = m.embed(x), m(x)
-    assert z.shape == (2, 7, m.d_embed) and out.shape == (2, 4, 6)
+    assert z.shape == (2, 7, m.d_in) and out.shape == (2, 4, 6)
     if m.mean_path:
         assert torch.allclose(z[..., d_enc:], x.mean(2), atol=1e-6)  # the plain per-TR frame mean, untouched
         with torch.no_grad():
             assert torch.allclose(z[..., :d_enc], m.encoder(x.reshape(14, 32, 16)).reshape(2, 7, -1))
     off = EncodingModel(kind, n_voxels=6, n_features=16, n_frames=32, context=4, mean_path=False)
-    assert not off.mean_path and off.d_embed == d_enc
+    assert not off.mean_path and off.d_in == d_enc
     # swapped within-TR order: the model's TR embedding still differs for temporal encoders, not for the mean
     ev = {'order': small['order'][:6], 'rate': small['rate'][:6], 'phase': small['phase'][:6],
           'first': np.round(small['onset'][:6] * 32 / 1.5).astype(int),
@@ -230,7 +230,7 @@ def test_mean_path_is_present_and_order_still_differs(small, kind):
 def test_tiny_end_to_end_fit(small, tmp_path):
     data = EncodingData.from_simulation(small)
     splits = run_split(data.run, n_val=1, n_test=1)
-    res = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_embed': 16}, context=4, chunk=8,
+    res = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_model': 16}, context=4, chunk=8,
                              max_epochs=1, seed=0, out_dir=tmp_path, accelerator='cpu', progress_bar=False)
     assert set(res.r) == {'train', 'val', 'test'} and res.r['test'].shape == (12,)
     assert np.all(np.isfinite(res.r['test']))
@@ -238,7 +238,7 @@ def test_tiny_end_to_end_fit(small, tmp_path):
     assert np.array_equal(rows, splits['test']) and pred.shape == (40, 12)
     z = embed_trs(res.model.encoder, res.scaler.transform(data.stimulus))
     assert z.shape == (160, 16)
-    again = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_embed': 16}, context=4, chunk=8,
+    again = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_model': 16}, context=4, chunk=8,
                                max_epochs=1, seed=0, out_dir=tmp_path / 'again', accelerator='cpu', progress_bar=False)
     assert np.allclose(again.r['test'], res.r['test'], atol=1e-5)  # same seed, same numbers
 
@@ -246,10 +246,10 @@ def test_tiny_end_to_end_fit(small, tmp_path):
 def test_stagewise_fit_is_mean_model_plus_residual_model(small, tmp_path):
     "Temporal encoders are fitted in two stages by default: a MeanPool model first, the encoder on its residual,"
     "scaled per voxel by a step size in [0, 1] fitted on the validation run."
-    from neuronb.temporal.encoders import MeanPool
+    from neuronb.nn.temporal import MeanPool
     data = EncodingData.from_simulation(small)
     splits = run_split(data.run, n_val=1, n_test=1)
-    kw = dict(encoder_kwargs={'d_embed': 16}, context=4, chunk=8, max_epochs=2, seed=0, accelerator='cpu', progress_bar=False)
+    kw = dict(encoder_kwargs={'d_model': 16}, context=4, chunk=8, max_epochs=2, seed=0, accelerator='cpu', progress_bar=False)
     res = fit_encoding_model(data, splits, encoder='multiscale', out_dir=tmp_path, **kw)
     m = res.model
     assert isinstance(m, StagewiseEncodingModel) and isinstance(m.base.encoder, MeanPool)
@@ -317,7 +317,7 @@ def test_residual_scale_is_the_validation_least_squares_step(small, tmp_path):
     from neuronb.encoding.data import FeatureScaler
     data = EncodingData.from_simulation(small)
     splits = run_split(data.run, n_val=1, n_test=1)
-    res = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_embed': 16}, context=4, chunk=8,
+    res = fit_encoding_model(data, splits, encoder='multiscale', encoder_kwargs={'d_model': 16}, context=4, chunk=8,
                              max_epochs=2, seed=0, accelerator='cpu', progress_bar=False, out_dir=tmp_path)
     m = res.model
     w = make_windows(res.scaler.transform(data.stimulus), res.bold, data.run, splits['val'], 4, 8)
@@ -326,3 +326,16 @@ def test_residual_scale_is_the_validation_least_squares_step(small, tmp_path):
         r, p = w['y'] - m.base(x).numpy(), m.residual(x).numpy()
     g = np.clip((r * p).sum((0, 1)) / (p * p).sum((0, 1)), 0, 1)
     assert np.allclose(m.residual_scale.numpy(), g, atol=1e-4)
+
+
+def test_encoder_by_name_resolves_through_the_registry_and_names_the_import():
+    "The encoding track never imports the temporal track: names resolve in neuronb.nn.temporal.ENCODERS."
+    from neuronb.nn.temporal import ENCODERS
+    m = EncodingModel('hierarchical', n_voxels=3, n_features=16, n_frames=32, context=4, encoder_kwargs={'d_model': 8})
+    assert type(m.encoder) is ENCODERS['hierarchical'] and m.encoder.d_model == 8
+    with pytest.raises(ValueError, match=r"unknown temporal encoder 'lstm'; registered: \[.*'multiscale'.*\].*import neuronb\.temporal\.encoders"):
+        EncodingModel('lstm', n_voxels=3, n_features=16, n_frames=32)
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['d_embed'\]"):
+        EncodingModel('multiscale', n_voxels=3, n_features=16, n_frames=32, encoder_kwargs={'d_embed': 8})
+    with pytest.raises(TypeError, match='TemporalEncoder or its name, got Linear'):
+        EncodingModel(torch.nn.Linear(16, 8), n_voxels=3)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from neuronb.encoding.simulate import draw_events, render_stimulus
-from neuronb.temporal.encoders import (ENCODERS, MeanPool, S3DEncoder, TemporalPositionalEncoding, fourier_time_code,
-                                       make_encoder)
+from neuronb.nn.temporal import ENCODERS, MeanPool, TemporalPositionalEncoding, fourier_time_code
+from neuronb.temporal.encoders import S3DEncoder, make_encoder  # importing the track registers its encoders
 
 FEATURE_ENCODERS = [k for k in ENCODERS if k != 's3d']
 
@@ -13,9 +13,9 @@ FEATURE_ENCODERS = [k for k in ENCODERS if k != 's3d']
 @pytest.mark.parametrize('kind', FEATURE_ENCODERS)
 def test_shapes_and_params(kind):
     torch.manual_seed(0)
-    enc = make_encoder(kind, 16, 32, d_embed=24)
+    enc = make_encoder(kind, 16, 32, d_model=24)
     z = enc(torch.randn(3, 32, 16))
-    assert z.shape == (3, 24) and enc.d_embed == 24 and torch.isfinite(z).all()
+    assert z.shape == (3, 24) and enc.d_model == 24 and torch.isfinite(z).all()
     assert enc.n_params == sum(p.numel() for p in enc.parameters())
     z2, h = enc(torch.randn(3, 32, 16), return_features=True)
     assert z2.shape == (3, 24) and h.shape[:2] == (3, 32)
@@ -24,7 +24,7 @@ def test_shapes_and_params(kind):
 def test_mean_is_parameter_free_mean():
     x = torch.randn(5, 32, 16)
     enc = make_encoder('mean', 16, 32)
-    assert enc.n_params == 0 and enc.d_embed == 16 and torch.allclose(enc(x), x.mean(1))
+    assert enc.n_params == 0 and enc.d_model == 16 and torch.allclose(enc(x), x.mean(1))
 
 
 @pytest.mark.parametrize('kind', FEATURE_ENCODERS)
@@ -39,11 +39,14 @@ def test_shape_errors_name_the_expected_shape(kind):
 
 
 def test_registry_and_constructor_errors():
-    with pytest.raises(ValueError, match='unknown encoder'):
+    with pytest.raises(ValueError, match=r"unknown temporal encoder 'lstm'; registered: \['hierarchical', 'mean'"):
         make_encoder('lstm', 16, 32)
-    with pytest.raises(TypeError, match='does not take'):
-        make_encoder('multiscale', 16, 32, n_heads=2)  # strict by default: a misspelt option is an error
-    assert make_encoder('multiscale', 16, 32, strict=False, n_heads=2).d_embed == 128  # dropped only when asked
+    # a misspelt or foreign option is an error naming it and the options the encoder takes
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['n_heads'\]; it takes \['n_features', 'n_frames', 'd_model', 'd_hidden'"):
+        make_encoder('multiscale', 16, 32, n_heads=2)
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['d_embed'\]"):
+        make_encoder('transformer', 16, 32, d_embed=64)  # the old name of d_model
+    assert ENCODERS.build('multiscale', n_features=16, n_frames=32).d_model == 128
     with pytest.raises(ValueError, match='must divide'):
         make_encoder('multiscale', 16, 32, n_segments=5)
     with pytest.raises(ValueError, match='must divide'):
@@ -95,14 +98,19 @@ def test_s3d_forward_and_local_checkpoint(tmp_path):
     torch.manual_seed(0)
     ref = s3d(weights=None)
     torch.save(ref.state_dict(), tmp_path / 's3d.pt')
-    enc = S3DEncoder(3 * 32 * 32, 8, d_embed=16, frame_size=(32, 32), checkpoint=tmp_path / 's3d.pt')
+    enc = S3DEncoder(3 * 32 * 32, 8, d_model=16, frame_size=(32, 32), checkpoint=tmp_path / 's3d.pt')
     assert torch.equal(enc.features[0][0][0].weight, ref.features[0][0][0].weight)
     with torch.no_grad():
         assert enc(torch.randn(2, 8, 3, 32, 32)).shape == (2, 16)
         assert enc.eval()(torch.randn(1, 8, 3 * 32 * 32)).shape == (1, 16)
     torch.save({'something': torch.zeros(3)}, tmp_path / 'bad.pt')
-    with pytest.raises(ValueError, match='not a torchvision s3d state dict'):
+    with pytest.raises(ValueError, match=r"bad\.pt does not fit Sequential: missing \d+ key\(s\).*unexpected 1 key\(s\) \['something'\]"):
         S3DEncoder(3 * 32 * 32, 8, frame_size=(32, 32), checkpoint=tmp_path / 'bad.pt')
+    wrong = ref.state_dict()
+    wrong['features.0.0.0.weight'] = torch.zeros(1, 2, 3)
+    torch.save({'state_dict': wrong}, tmp_path / 'wrong_shape.pt')  # a training checkpoint's layout, one bad tensor
+    with pytest.raises(ValueError, match=r"0\.0\.0\.weight: checkpoint \(1, 2, 3\) vs model"):
+        S3DEncoder(3 * 32 * 32, 8, frame_size=(32, 32), checkpoint=tmp_path / 'wrong_shape.pt')
     with pytest.raises(FileNotFoundError):
         S3DEncoder(3 * 32 * 32, 8, frame_size=(32, 32), checkpoint=tmp_path / 'missing.pt')
     with pytest.raises(ValueError, match='3 \\* H \\* W'):
@@ -151,8 +159,8 @@ def test_modulation_branch_is_on_by_default_and_can_be_ablated(kind):
     else:  # a quarter of the embedding is the modulation code, concatenated (not summed)
         with_branch.eval()
         with torch.no_grad(): assert torch.allclose(with_branch(x)[:, 96:], with_branch.modulation(x))
-        with pytest.raises(ValueError, match='d_embed must be >= 2'):
-            make_encoder(kind, 16, 32, d_embed=1)
+        with pytest.raises(ValueError, match='d_model must be >= 2'):
+            make_encoder(kind, 16, 32, d_model=1)
 
 
 def test_modulation_energy_errors_and_bf16():

@@ -10,146 +10,70 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale, Mlp
 from torch import nn
 
+from ..nn.attention import Block, DividedBlock
+from ..nn.registry import Registry, n_params
+
 # %% auto #0
-__all__ = ['ATTENTION_MODES', 'MODELS', 'Attention', 'Block', 'DividedBlock', 'Temporal3DViT', 'SpectrogramViT', 'build_model']
+__all__ = ['MODELS', 'ATTENTION_MODES', 'CONFIG_KEYS', 'Temporal3DViT', 'SpectrogramViT', 'build_model']
 
 # %% ../../nbs/lfp/03_models.ipynb #0005
-class Attention(nn.Module):
-    "Multi-head self-attention with `F.scaled_dot_product_attention`."
-    def __init__(self, dim: int,  # token width
-                 n_heads: int = 4,  # attention heads
-                 attn_drop: float = 0.0,  # dropout on attention weights
-                 proj_drop: float = 0.0,  # dropout after the output projection
-                ):
-        super().__init__()
-        if dim % n_heads: raise ValueError(f"embed_dim {dim} must be divisible by n_heads {n_heads}")
-        self.n_heads, self.attn_drop = n_heads, attn_drop
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor,  # (batch, n_tokens, dim)
-                return_attn: bool = False,  # also return head-averaged weights (batch, n_tokens, n_tokens)
-               ):
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
-        if not return_attn: return out
-        w = ((q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])).softmax(-1).mean(1)
-        return out, w
-
-def _mlp(dim, mlp_ratio, drop): return Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-def _ls(dim, init): return LayerScale(dim, init) if init else nn.Identity()
-
-class Block(nn.Module):
-    "Pre-norm transformer block: attention and MLP, each with LayerScale and DropPath."
-    def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 2.0, drop: float = 0.0, drop_path: float = 0.0,
-                 layerscale_init: float | None = 0.1):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, n_heads, proj_drop=drop)
-        self.ls1, self.dp1 = _ls(dim, layerscale_init), DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2, self.mlp = nn.LayerNorm(dim), _mlp(dim, mlp_ratio, drop)
-        self.ls2, self.dp2 = _ls(dim, layerscale_init), DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
-        a = self.attn(self.norm1(x), return_attn)
-        a, w = a if return_attn else (a, None)
-        x = x + self.dp1(self.ls1(a))
-        x = x + self.dp2(self.ls2(self.mlp(self.norm2(x))))
-        return (x, w) if return_attn else x
-
-# %% ../../nbs/lfp/03_models.ipynb #0008
-class DividedBlock(nn.Module):
-    "Attention across trials (same patch), then within each trial (with CLS), then an MLP."
-    def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 2.0, drop: float = 0.0, drop_path: float = 0.0,
-                 layerscale_init: float | None = 0.1):
-        super().__init__()
-        self.norm_t, self.attn_t = nn.LayerNorm(dim), Attention(dim, n_heads, proj_drop=drop)
-        self.ls_t = _ls(dim, layerscale_init)
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, n_heads, proj_drop=drop)
-        self.ls1 = _ls(dim, layerscale_init)
-        self.norm2, self.mlp = nn.LayerNorm(dim), _mlp(dim, mlp_ratio, drop)
-        self.ls2 = _ls(dim, layerscale_init)
-        self.dp = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor,  # (batch, 1 + n_trials * P, dim), CLS first
-                n_trials: int, return_attn: bool = False):
-        B, N, C = x.shape
-        P = (N - 1) // n_trials
-        cls, tok = x[:, :1], x[:, 1:].reshape(B, n_trials, P, C)
-        # across trials: sequences of length n_trials, one per (batch, patch)
-        t = tok.transpose(1, 2).reshape(B * P, n_trials, C)
-        a = self.attn_t(self.norm_t(t), return_attn)
-        a, wt = a if return_attn else (a, None)
-        tok = tok + self.dp(self.ls_t(a)).reshape(B, P, n_trials, C).transpose(1, 2)
-        # within each trial: [CLS copy, P patches]
-        s = torch.cat([cls.unsqueeze(1).expand(B, n_trials, 1, C), tok], 2).reshape(B * n_trials, 1 + P, C)
-        a = self.attn(self.norm1(s), return_attn)
-        a, ws = a if return_attn else (a, None)
-        s = s + self.dp(self.ls1(a))
-        s = s.reshape(B, n_trials, 1 + P, C)
-        x = torch.cat([s[:, :, 0].mean(1, keepdim=True), s[:, :, 1:].reshape(B, n_trials * P, C)], 1)
-        x = x + self.dp(self.ls2(self.mlp(self.norm2(x))))
-        if not return_attn: return x
-        return x, self._full(wt.reshape(B, P, n_trials, n_trials), ws.reshape(B, n_trials, 1 + P, 1 + P))
-
-    @staticmethod
-    def _full(wt, ws):
-        "Both stages as (batch, N, N) token-to-token matrices (CLS at index 0)."
-        B, P, n, _ = wt.shape
-        N = 1 + n * P
-        pos = 1 + torch.arange(n)[:, None] * P + torch.arange(P)[None]  # (n, P) token index of trial i, patch p
-        At = torch.zeros(B, N, N); At[:, 0, 0] = 1
-        At[:, pos.T[:, :, None], pos.T[:, None, :]] = wt  # rows (p, i), cols (p, j)
-        As = torch.zeros(B, N, N)
-        As[:, pos[:, :, None], pos[:, None, :]] = ws[:, :, 1:, 1:]
-        As[:, pos, 0] = ws[:, :, 1:, 0]
-        As[:, 0, 0] = ws[:, :, 0, 0].mean(1)
-        As[:, 0, pos.reshape(-1)] = (ws[:, :, 0, 1:] / n).reshape(B, -1)
-        return [At, As]
-
-# %% ../../nbs/lfp/03_models.ipynb #0011
+MODELS = Registry('LFP model')
 ATTENTION_MODES = ('joint', 'divided')
 
+# %% ../../nbs/lfp/03_models.ipynb #0007
+CONFIG_KEYS = ('n_outputs', 'n_trials', 'n_freqs', 'n_frames', 'patch', 'd_model', 'depth', 'n_heads', 'mlp_ratio',
+               'dropout', 'drop_path', 'layerscale_init', 'attention')
+
+@MODELS.register('vit3d')
 class Temporal3DViT(nn.Module):
-    "ViT over (trial, frequency, time) patches of a sequence of trial spectrograms; returns logits (batch, n_outputs)."
+    "ViT over (trial, frequency, frame) patches of a sequence of trial spectrograms; returns logits (batch, n_outputs)."
     def __init__(self, n_outputs: int = 2,  # classes (2 logits for WT vs KO)
-                 n_freqs: int = 12,  # spectrogram frequencies
-                 n_times: int = 16,  # spectrogram frames
                  n_trials: int = 8,  # trials per sequence
-                 patch_size: Sequence[int] = (4, 4),  # (frequencies, frames) per patch
-                 embed_dim: int = 64,  # token width
+                 n_freqs: int = 12,  # spectrogram frequencies
+                 n_frames: int = 16,  # spectrogram frames (time bins, not samples)
+                 patch: Sequence[int] = (4, 4),  # (frequencies, frames) per patch
+                 d_model: int = 64,  # token width
                  depth: int = 4,  # transformer blocks
                  n_heads: int = 4,  # attention heads
-                 mlp_ratio: float = 2.0,  # MLP hidden width / embed_dim
-                 drop_rate: float = 0.0,  # dropout in MLPs, projections and before the head
-                 drop_path_rate: float = 0.1,  # stochastic depth, increasing linearly to this value
+                 mlp_ratio: float = 2.0,  # MLP hidden width / d_model
+                 dropout: float = 0.0,  # dropout in MLPs, attention projections and before the head
+                 drop_path: float = 0.1,  # stochastic depth, increasing linearly over the blocks to this value
                  layerscale_init: float | None = 0.1,  # LayerScale initial value (None: no LayerScale)
                  attention: str = 'joint',  # 'joint' over all tokens or 'divided' (across trials, then within)
                 ):
         super().__init__()
         if attention not in ATTENTION_MODES: raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
-        self.n_outputs, self.n_freqs, self.n_times, self.n_trials = n_outputs, n_freqs, n_times, n_trials
-        self.patch_size, self.attention = tuple(patch_size), attention
-        pf, pt = self.patch_size
-        self.grid = (math.ceil(n_freqs / pf), math.ceil(n_times / pt))
-        self.patch_embed = nn.Conv2d(1, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.trial_embed = nn.Parameter(torch.zeros(1, n_trials, 1, 1, embed_dim))
-        self.freq_embed = nn.Parameter(torch.zeros(1, 1, self.grid[0], 1, embed_dim))
-        self.time_embed = nn.Parameter(torch.zeros(1, 1, 1, self.grid[1], embed_dim))
+        self.n_outputs, self.n_trials, self.n_freqs, self.n_frames = n_outputs, n_trials, n_freqs, n_frames
+        self.patch, self.d_model, self.depth, self.n_heads = tuple(patch), d_model, depth, n_heads
+        self.mlp_ratio, self.dropout, self.drop_path = mlp_ratio, dropout, drop_path
+        self.layerscale_init, self.attention = layerscale_init, attention
+        pf, pt = self.patch
+        self.grid = (math.ceil(n_freqs / pf), math.ceil(n_frames / pt))
+        self.patch_embed = nn.Conv2d(1, d_model, kernel_size=self.patch, stride=self.patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.trial_embed = nn.Parameter(torch.zeros(1, n_trials, 1, 1, d_model))
+        self.freq_embed = nn.Parameter(torch.zeros(1, 1, self.grid[0], 1, d_model))
+        self.time_embed = nn.Parameter(torch.zeros(1, 1, 1, self.grid[1], d_model))
         for p in (self.cls_token, self.trial_embed, self.freq_embed, self.time_embed): nn.init.trunc_normal_(p, std=0.02)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        B = DividedBlock if attention == 'divided' else Block
-        self.blocks = nn.ModuleList(B(embed_dim, n_heads, mlp_ratio, drop_rate, d, layerscale_init) for d in dpr)
-        self.norm = nn.LayerNorm(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, n_outputs)
+        rates = torch.linspace(0, drop_path, depth, device='cpu').tolist()  # plain floats, also under a meta device context
+        block = DividedBlock if attention == 'divided' else Block
+        self.blocks = nn.ModuleList(block(d_model, n_heads, mlp_ratio, dropout, rate, layerscale_init) for rate in rates)
+        self.norm = nn.LayerNorm(d_model)
+        self.head_drop = nn.Dropout(dropout)
+        self.head = nn.Linear(d_model, n_outputs)
         self.apply(self._init)
+
+    @property
+    def config(self) -> dict:
+        "The options this model runs with (after `resize_trials`, the new `n_trials`)."
+        return {k: getattr(self, k) for k in CONFIG_KEYS}
+
+    @property
+    def n_params(self) -> int:
+        "Trainable parameters."
+        return n_params(self)
 
     @staticmethod
     def _init(m):
@@ -158,98 +82,103 @@ class Temporal3DViT(nn.Module):
             if m.bias is not None: nn.init.zeros_(m.bias)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        "Patch tokens with positional embeddings and CLS: (batch, 1 + n_trials * P, dim)."
-        if x.ndim != 4 or x.shape[1:] != (self.n_trials, self.n_freqs, self.n_times):
-            raise ValueError(f"expected x of shape (batch, {self.n_trials}, {self.n_freqs}, {self.n_times}), got {tuple(x.shape)}")
-        Bn, n = x.shape[0], x.shape[1]
-        pf, pt = self.patch_size
-        x = F.pad(x, (0, self.grid[1] * pt - self.n_times, 0, self.grid[0] * pf - self.n_freqs))
-        t = self.patch_embed(x.reshape(Bn * n, 1, *x.shape[2:]))  # (B n, D, F', T')
-        t = t.reshape(Bn, n, -1, *self.grid).permute(0, 1, 3, 4, 2)  # (B, n, F', T', D)
+        "Patch tokens with positional embeddings and CLS: (batch, 1 + n_trials * P, d_model)."
+        if x.ndim != 4 or x.shape[1:] != (self.n_trials, self.n_freqs, self.n_frames):
+            raise ValueError(f"expected x of shape (batch, n_trials={self.n_trials}, n_freqs={self.n_freqs}, "
+                             f"n_frames={self.n_frames}), got {tuple(x.shape)}")
+        batch, n = x.shape[0], x.shape[1]
+        pf, pt = self.patch
+        x = F.pad(x, (0, self.grid[1] * pt - self.n_frames, 0, self.grid[0] * pf - self.n_freqs))
+        t = self.patch_embed(x.reshape(batch * n, 1, *x.shape[2:]))  # (batch n, D, F', T')
+        t = t.reshape(batch, n, -1, *self.grid).permute(0, 1, 3, 4, 2)  # (batch, n, F', T', D)
         t = t + self.trial_embed + self.freq_embed + self.time_embed
-        t = t.reshape(Bn, n * self.grid[0] * self.grid[1], -1)
-        return torch.cat([self.cls_token.expand(Bn, -1, -1), t], 1)
+        t = t.reshape(batch, n * self.grid[0] * self.grid[1], -1)
+        return torch.cat([self.cls_token.expand(batch, -1, -1), t], 1)
 
     def _run(self, x, return_attn=False):
         h, attns = self.tokens(x), []
         for blk in self.blocks:
-            if self.attention == 'divided': out = blk(h, self.n_trials, return_attn)
-            else: out = blk(h, return_attn)
+            if self.attention == 'divided': out = blk(h, self.n_trials, return_attn=return_attn)
+            else: out = blk(h, return_attn=return_attn)
             if return_attn:
-                h, w = out; attns.extend(w if isinstance(w, list) else [w])
+                h, w = out
+                attns.extend(w if isinstance(w, list) else [w])
             else: h = out
         return self.norm(h), attns
 
-    def forward(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_times)
-                return_features: bool = False,  # return the CLS embedding (batch, embed_dim) instead of logits
+    def forward(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_frames)
+                return_features: bool = False,  # return the CLS embedding (batch, d_model) instead of logits
                ) -> torch.Tensor:
         cls = self._run(x)[0][:, 0]
         return cls if return_features else self.head(self.head_drop(cls))
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_times)
+    def attention_maps(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_frames), on any device
                        method: str = 'rollout',  # 'cls': last layer's CLS attention; 'rollout': Abnar & Zuidema 2020
                       ) -> torch.Tensor:
-        "How much the CLS token draws on each patch: (batch, n_trials, F', T'), summing to 1 per item."
-        was = self.training; self.eval()
-        _, attns = self._run(x, return_attn=True)
+        "How much the CLS token draws on each patch: (batch, n_trials, F', T') on x's device, summing to 1 per item."
+        if method not in ('cls', 'rollout'): raise ValueError(f"method must be 'cls' or 'rollout', got {method!r}")
+        was = self.training
+        self.eval()
+        _, attns = self._run(x.to(self.cls_token.device), return_attn=True)
         self.train(was)
         if method == 'cls': row = attns[-1][:, 0]
-        elif method == 'rollout':
-            N = attns[0].shape[-1]
-            R = torch.eye(N).expand(x.shape[0], N, N)
+        else:
+            n_tokens = attns[0].shape[-1]
+            eye = torch.eye(n_tokens, device=attns[0].device, dtype=attns[0].dtype)
+            rollout = eye.expand(x.shape[0], n_tokens, n_tokens)
             for A in attns:
-                A = 0.5 * A + 0.5 * torch.eye(N)  # residual connection
-                R = (A / A.sum(-1, keepdim=True)) @ R
-            row = R[:, 0]
-        else: raise ValueError(f"method must be 'cls' or 'rollout', got {method!r}")
+                A = 0.5 * A + 0.5 * eye  # residual connection
+                rollout = (A / A.sum(-1, keepdim=True)) @ rollout
+            row = rollout[:, 0]
         m = row[:, 1:].reshape(x.shape[0], self.n_trials, *self.grid)
-        return m / m.sum((1, 2, 3), keepdim=True)
+        return (m / m.sum((1, 2, 3), keepdim=True)).to(x.device)
 
     def resize_trials(self, n_trials: int) -> 'Temporal3DViT':
         "Adapt the trial embedding to another sequence length (linear interpolation); returns self."
         e = self.trial_embed.data[0, :, 0, 0].T[None]  # (1, D, n)
         e = F.interpolate(e, size=n_trials, mode='linear', align_corners=True)[0].T
-        self.trial_embed = nn.Parameter(e[None, :, None, None].contiguous()); self.n_trials = n_trials
+        self.trial_embed = nn.Parameter(e[None, :, None, None].contiguous())
+        self.n_trials = n_trials
         return self
 
-# %% ../../nbs/lfp/03_models.ipynb #0016
+# %% ../../nbs/lfp/03_models.ipynb #0013
+@MODELS.register('vit2d')
 class SpectrogramViT(Temporal3DViT):
     "2D ViT over one trial's spectrogram; returns logits (batch, n_outputs)."
     def __init__(self, n_outputs: int = 2,  # classes
+                 n_trials: int = 1,  # must be 1: the model reads single trials
                  n_freqs: int = 12,  # spectrogram frequencies
-                 n_times: int = 16,  # spectrogram frames
-                 patch_size: Sequence[int] = (4, 4),  # (frequencies, frames) per patch
-                 embed_dim: int = 64,  # token width
+                 n_frames: int = 16,  # spectrogram frames
+                 patch: Sequence[int] = (4, 4),  # (frequencies, frames) per patch
+                 d_model: int = 64,  # token width
                  depth: int = 4,  # transformer blocks
                  n_heads: int = 4,  # attention heads
-                 mlp_ratio: float = 2.0,  # MLP hidden width / embed_dim
-                 drop_rate: float = 0.0,  # dropout
-                 drop_path_rate: float = 0.1,  # stochastic depth
+                 mlp_ratio: float = 2.0,  # MLP hidden width / d_model
+                 dropout: float = 0.0,  # dropout
+                 drop_path: float = 0.1,  # stochastic depth
                  layerscale_init: float | None = 0.1,  # LayerScale initial value
                 ):
-        super().__init__(n_outputs, n_freqs, n_times, 1, patch_size, embed_dim, depth, n_heads, mlp_ratio,
-                         drop_rate, drop_path_rate, layerscale_init, attention='joint')
+        if n_trials != 1: raise ValueError(f"'vit2d' (SpectrogramViT) reads single trials: n_trials must be 1, got {n_trials}")
+        super().__init__(n_outputs=n_outputs, n_trials=1, n_freqs=n_freqs, n_frames=n_frames, patch=patch,
+                         d_model=d_model, depth=depth, n_heads=n_heads, mlp_ratio=mlp_ratio, dropout=dropout,
+                         drop_path=drop_path, layerscale_init=layerscale_init, attention='joint')
 
     def _as_seq(self, x): return x.unsqueeze(1) if x.ndim == 3 else x
-    def forward(self, x: torch.Tensor,  # (batch, n_freqs, n_times) or (batch, 1, n_freqs, n_times)
+
+    def forward(self, x: torch.Tensor,  # (batch, n_freqs, n_frames) or (batch, 1, n_freqs, n_frames)
                 return_features: bool = False) -> torch.Tensor:
         return super().forward(self._as_seq(x), return_features)
+
     def attention_maps(self, x: torch.Tensor, method: str = 'rollout') -> torch.Tensor:
         return super().attention_maps(self._as_seq(x), method)
 
-# %% ../../nbs/lfp/03_models.ipynb #0019
-MODELS = {'vit2d': SpectrogramViT, 'vit3d': Temporal3DViT}
-
-def build_model(kind: str,  # a key of `MODELS`
-                n_freqs: int, n_times: int,  # spectrogram shape
+# %% ../../nbs/lfp/03_models.ipynb #0016
+def build_model(kind: str,  # a name in `MODELS`: 'vit2d' or 'vit3d'
+                n_freqs: int,  # spectrogram frequencies
+                n_frames: int,  # spectrogram frames
                 n_trials: int = 8,  # trials per sequence (must be 1 for 'vit2d')
-                **kwargs,  # passed to the model (embed_dim, depth, attention, ...)
+                **options,  # model options: patch, d_model, depth, n_heads, mlp_ratio, dropout, drop_path, layerscale_init, attention
                ) -> nn.Module:
-    "Instantiate a model of the LFP track by name."
-    if kind not in MODELS: raise ValueError(f"unknown model {kind!r}; known: {sorted(MODELS)}")
-    if kind == 'vit2d':
-        if n_trials != 1: raise ValueError(f"'vit2d' reads single trials: n_trials must be 1, got {n_trials}")
-        kwargs.pop('attention', None)
-        return SpectrogramViT(n_freqs=n_freqs, n_times=n_times, **kwargs)
-    return Temporal3DViT(n_freqs=n_freqs, n_times=n_times, n_trials=n_trials, **kwargs)
+    "Build a model of the LFP track by name; options it does not take raise a `ValueError` naming those it does."
+    return MODELS.build(kind, n_freqs=n_freqs, n_frames=n_frames, n_trials=n_trials, **options)

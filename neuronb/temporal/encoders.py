@@ -11,129 +11,33 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale, Mlp
+from timm.layers import Mlp
 from torch import nn
 
+from ..core import load_state, read_checkpoint
+from ..nn.attention import Block
+from ..nn.temporal import ENCODERS, MeanPool, MultiScaleBlock, TemporalEncoder, TemporalPositionalEncoding
+
 # %% auto #0
-__all__ = ['ENCODERS', 'TemporalEncoder', 'fourier_time_code', 'TemporalPositionalEncoding', 'MeanPool', 'MeanPosEnc',
-           'SegmentPool', 'ModulationEnergy', 'MultiScaleBlock', 'MultiScaleConv1D', 'HierarchicalEncoder', 'Attention',
-           'Block', 'FrameTransformer', 'S3DEncoder', 'make_encoder']
-
-# %% ../../nbs/temporal/01_encoders.ipynb #0005
-class TemporalEncoder(nn.Module):
-    "Base class: shape checks, `n_params`, and the `(batch, n_frames, n_features) -> (batch, d_embed)` contract."
-    def __init__(self, n_features: int,  # features per frame
-                 n_frames: int,  # frames per TR
-                 d_embed: int,  # size of the TR embedding
-                ):
-        super().__init__()
-        for name, v in (('n_features', n_features), ('n_frames', n_frames), ('d_embed', d_embed)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {v!r}")
-        self.n_features, self.n_frames, self.d_embed = n_features, n_frames, d_embed
-
-    @property
-    def n_params(self) -> int:
-        "Number of trainable parameters."
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        "Raise a clear error unless `x` is (batch, n_frames, n_features) with the sizes this encoder was built for."
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor): raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 3:
-            raise ValueError(f"{name} expects x of shape (batch, n_frames={self.n_frames}, n_features={self.n_features}), "
-                             f"got {x.ndim} dimensions {tuple(x.shape)}")
-        if x.shape[2] != self.n_features:
-            raise ValueError(f"{name} was built for n_features={self.n_features} but x has {x.shape[2]} features "
-                             f"(shape {tuple(x.shape)}, expected (batch, {self.n_frames}, {self.n_features}))")
-        if x.shape[1] != self.n_frames:
-            raise ValueError(f"{name} was built for n_frames={self.n_frames} per TR but x has {x.shape[1]} frames "
-                             f"(shape {tuple(x.shape)}); resample the TRs to {self.n_frames} frames or build the encoder "
-                             f"with n_frames={x.shape[1]}")
-        return x
-
-    def extra_repr(self) -> str:
-        return f"n_features={self.n_features}, n_frames={self.n_frames}, d_embed={self.d_embed}"
+__all__ = ['MeanPosEnc', 'SegmentPool', 'ModulationEnergy', 'MultiScaleConv1D', 'HierarchicalEncoder', 'FrameTransformer',
+           'S3DEncoder', 'make_encoder']
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0007
-def fourier_time_code(n_frames: int,  # frames per TR
-                      n_freqs: int,  # sine/cosine pairs, k = 1..n_freqs cycles per TR
-                     ) -> torch.Tensor:
-    "Normalised time and a Fourier basis of the TR window: (n_frames, 1 + 2 n_freqs)."
-    if not 0 <= n_freqs <= n_frames // 2:
-        raise ValueError(f"n_freqs must be in [0, n_frames // 2 = {n_frames // 2}] (Nyquist of the TR window), got {n_freqs}")
-    t = (torch.arange(n_frames, dtype=torch.float32) + 0.5) / n_frames
-    k = torch.arange(1, n_freqs + 1, dtype=torch.float32)
-    ang = 2 * math.pi * t[:, None] * k[None]
-    return torch.cat([t[:, None], torch.sin(ang), torch.cos(ang)], dim=1)
-
-class TemporalPositionalEncoding(nn.Module):
-    "Adds or concatenates a code of the time within the TR to frame features (batch, n_frames, d_model)."
-    def __init__(self, d_model: int,  # feature size of the frames it is applied to
-                 n_frames: int,  # frames per TR
-                 mode: str = 'concat',  # 'concat' (append the code) or 'add'
-                 kind: str = 'fixed',  # 'fixed' (time + Fourier basis) or 'learned' (free table)
-                 n_freqs: int = 4,  # Fourier pairs of the fixed code (cycles per TR)
-                 d_pe: int | None = None,  # size of a learned code in 'concat' mode (default 1 + 2 n_freqs)
-                ):
-        super().__init__()
-        if mode not in ('concat', 'add'): raise ValueError(f"mode must be 'concat' or 'add', got {mode!r}")
-        if kind not in ('fixed', 'learned'): raise ValueError(f"kind must be 'fixed' or 'learned', got {kind!r}")
-        self.d_model, self.n_frames, self.mode, self.kind = d_model, n_frames, mode, kind
-        if kind == 'fixed':
-            code = fourier_time_code(n_frames, n_freqs)
-            if mode == 'add':
-                if code.shape[1] > d_model:
-                    raise ValueError(f"mode='add' needs d_model >= 1 + 2 n_freqs = {code.shape[1]}, got d_model={d_model}")
-                code = F.pad(code, (0, d_model - code.shape[1]))
-            self.register_buffer('code', code, persistent=False)
-        else:
-            width = d_model if mode == 'add' else (d_pe or 1 + 2 * n_freqs)
-            self.code = nn.Parameter(0.02 * torch.randn(n_frames, width))
-        self.d_pe = self.code.shape[1]
-        self.d_out = d_model + self.d_pe if mode == 'concat' else d_model
-
-    def forward(self, x: torch.Tensor,  # (batch, n_frames, d_model)
-               ) -> torch.Tensor:  # (batch, n_frames, d_out)
-        if x.ndim != 3 or x.shape[1] != self.n_frames or x.shape[2] != self.d_model:
-            raise ValueError(f"TemporalPositionalEncoding expects (batch, {self.n_frames}, {self.d_model}), got {tuple(x.shape)}")
-        code = self.code.to(x.dtype)
-        if self.mode == 'add': return x + code
-        return torch.cat([x, code.expand(len(x), -1, -1)], dim=-1)
-
-# %% ../../nbs/temporal/01_encoders.ipynb #0010
-class MeanPool(TemporalEncoder):
-    "The per-TR mean of the frames (optionally linearly projected): the classic baseline."
-    def __init__(self, n_features: int,  # features per frame
-                 n_frames: int,  # frames per TR
-                 d_embed: int | None = None,  # None: the mean itself (d_embed = n_features); else a linear projection
-                ):
-        super().__init__(n_features, n_frames, d_embed or n_features)
-        self.proj = nn.Identity() if d_embed in (None, n_features) else nn.Linear(n_features, d_embed)
-
-    def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
-                return_features: bool = False,  # also return the frames themselves
-               ):
-        x = self.check_input(x)
-        z = self.proj(x.mean(dim=1))
-        return (z, x) if return_features else z
-
-# %% ../../nbs/temporal/01_encoders.ipynb #0013
+@ENCODERS.register('mean_posenc')
 class MeanPosEnc(TemporalEncoder):
-    "Frame-wise MLP on [features, time code], averaged over frames, then projected to `d_embed`."
+    "Frame-wise MLP on [features, time code], averaged over frames, then projected to `d_model`."
     def __init__(self, n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int = 128,  # size of the TR embedding
+                 d_model: int = 128,  # size of the TR embedding
                  d_hidden: int = 128,  # width of the frame-wise MLP
                  pe_kind: str = 'fixed',  # 'fixed' or 'learned' time code
                  n_freqs: int = 4,  # Fourier pairs of the fixed code
                  dropout: float = 0.1,  # dropout in the MLP
                 ):
-        super().__init__(n_features, n_frames, d_embed)
+        super().__init__(n_features, n_frames, d_model)
         self.pe = TemporalPositionalEncoding(n_features, n_frames, mode='concat', kind=pe_kind, n_freqs=n_freqs)
         self.mlp = Mlp(self.pe.d_out, hidden_features=d_hidden, out_features=d_hidden, drop=dropout)
-        self.head = nn.Linear(d_hidden, d_embed)
+        self.head = nn.Linear(d_hidden, d_model)
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
                 return_features: bool = False,  # also return the frame-wise hidden sequence (batch, n_frames, d_hidden)
@@ -142,28 +46,28 @@ class MeanPosEnc(TemporalEncoder):
         z = self.head(h.mean(dim=1))
         return (z, h) if return_features else z
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0016
+# %% ../../nbs/temporal/01_encoders.ipynb #0010
 class SegmentPool(nn.Module):
-    "Average a frame sequence within `n_segments` equal segments, flatten, project: (batch, n_frames, d) -> (batch, d_embed)."
+    "Average a frame sequence within `n_segments` equal segments, flatten, project: (batch, n_frames, d_in) -> (batch, d_out)."
     def __init__(self, d_in: int,  # hidden size per frame
                  n_frames: int,  # frames per TR
                  n_segments: int,  # segments per TR (must divide n_frames)
-                 d_embed: int,  # output size
+                 d_out: int,  # output size
                 ):
         super().__init__()
         if n_segments < 1 or n_frames % n_segments:
             raise ValueError(f"n_segments must divide n_frames={n_frames}, got {n_segments}")
         self.n_segments = n_segments
         self.norm = nn.LayerNorm(d_in * n_segments)
-        self.proj = nn.Linear(d_in * n_segments, d_embed)
+        self.proj = nn.Linear(d_in * n_segments, d_out)
 
     def forward(self, h: torch.Tensor,  # (batch, n_frames, d_in)
-               ) -> torch.Tensor:  # (batch, d_embed)
+               ) -> torch.Tensor:  # (batch, d_out)
         b, t, d = h.shape
         seg = h.reshape(b, self.n_segments, t // self.n_segments, d).mean(dim=2)
         return self.proj(self.norm(seg.reshape(b, -1)))
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0eb563ac
+# %% ../../nbs/temporal/01_encoders.ipynb #0012
 class ModulationEnergy(nn.Module):
     "Log power of the within-TR modulation spectrum of learned feature channels: (batch, n_frames, d_in) -> (batch, d_out)."
     def __init__(self, d_in: int,  # features per frame
@@ -201,40 +105,18 @@ class ModulationEnergy(nn.Module):
                ) -> torch.Tensor:  # (batch, d_out)
         return self.out(self.norm(self.spectrum(x).flatten(1)))
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0018
-class MultiScaleBlock(nn.Module):
-    "Pre-norm residual block: parallel 1D convolutions of several kernel sizes fused by a 1x1 convolution."
-    def __init__(self, d: int,  # channels in and out
-                 kernel_sizes: Sequence[int] = (1, 3, 5, 7, 11),  # odd kernel lengths in frames
-                 d_branch: int | None = None,  # channels per branch (default d // 2)
-                 dropout: float = 0.1,  # dropout on the block's output
-                 drop_path: float = 0.0,  # stochastic depth of the residual branch
-                ):
-        super().__init__()
-        if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-            raise ValueError(f"kernel_sizes must be odd positive ints (same-length output), got {list(kernel_sizes)}")
-        d_branch = d_branch or max(1, d // 2)
-        self.norm = nn.LayerNorm(d)
-        self.branches = nn.ModuleList(nn.Conv1d(d, d_branch, k, padding=k // 2) for k in kernel_sizes)
-        self.fuse = nn.Conv1d(d_branch * len(kernel_sizes), d, 1)
-        self.drop, self.drop_path = nn.Dropout(dropout), DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, h: torch.Tensor,  # (batch, n_frames, d)
-               ) -> torch.Tensor:
-        u = self.norm(h).transpose(1, 2)
-        u = torch.cat([F.gelu(b(u)) for b in self.branches], dim=1)
-        return h + self.drop_path(self.drop(self.fuse(u).transpose(1, 2)))
-
-def _modulation_share(d_embed: int) -> int:
+# %% ../../nbs/temporal/01_encoders.ipynb #0015
+def _modulation_share(d_model: int) -> int:
     "Embedding channels given to the modulation branch (a quarter), the rest to the time-resolved read-out."
-    if d_embed < 2: raise ValueError(f"d_embed must be >= 2 with the modulation branch (it takes a quarter of it), got {d_embed}")
-    return max(1, d_embed // 4)
+    if d_model < 2: raise ValueError(f"d_model must be >= 2 with the modulation branch (it takes a quarter of it), got {d_model}")
+    return max(1, d_model // 4)
 
+@ENCODERS.register('multiscale')
 class MultiScaleConv1D(TemporalEncoder):
     "Parallel multi-scale 1D convolutions over frames (kernels 1-11), residual blocks, segment pooling (+ modulation energy)."
     def __init__(self, n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int = 128,  # size of the TR embedding
+                 d_model: int = 128,  # size of the TR embedding
                  d_hidden: int = 32,  # channels per frame inside the encoder
                  kernel_sizes: Sequence[int] = (1, 3, 5, 7, 11),  # kernel lengths of the parallel branches, frames
                  n_blocks: int = 1,  # residual multi-scale blocks
@@ -244,13 +126,13 @@ class MultiScaleConv1D(TemporalEncoder):
                  modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
-        super().__init__(n_features, n_frames, d_embed)
+        super().__init__(n_features, n_frames, d_model)
         self.stem = nn.Linear(n_features, d_hidden)
         self.blocks = nn.Sequential(*[MultiScaleBlock(d_hidden, kernel_sizes, dropout=dropout, drop_path=drop_path)
                                       for _ in range(n_blocks)])
         self.norm = nn.LayerNorm(d_hidden)
-        d_mod_out = _modulation_share(d_embed) if modulation else 0
-        self.pool = SegmentPool(d_hidden, n_frames, n_segments, d_embed - d_mod_out)
+        d_mod_out = _modulation_share(d_model) if modulation else 0
+        self.pool = SegmentPool(d_hidden, n_frames, n_segments, d_model - d_mod_out)
         self.modulation = ModulationEnergy(n_features, n_frames, d_mod_out, d_mod) if modulation else None
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
@@ -262,12 +144,13 @@ class MultiScaleConv1D(TemporalEncoder):
         if self.modulation is not None: z = torch.cat([z, self.modulation(x)], dim=-1)
         return (z, h) if return_features else z
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0021
+# %% ../../nbs/temporal/01_encoders.ipynb #0018
+@ENCODERS.register('hierarchical')
 class HierarchicalEncoder(TemporalEncoder):
     "Fine (all frames), mid (segments) and coarse (whole-TR) summaries fused into one embedding."
     def __init__(self, n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int = 128,  # size of the TR embedding
+                 d_model: int = 128,  # size of the TR embedding
                  d_hidden: int = 64,  # channels per frame after the stem
                  d_fine: int = 8,  # channels per frame kept at full resolution
                  mid_stride: int = 8,  # segment length of the mid level, frames (must divide n_frames)
@@ -276,7 +159,7 @@ class HierarchicalEncoder(TemporalEncoder):
                  modulation: bool = True,  # a fourth, whole-TR summary: the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
-        super().__init__(n_features, n_frames, d_embed)
+        super().__init__(n_features, n_frames, d_model)
         if mid_stride < 1 or n_frames % mid_stride:
             raise ValueError(f"mid_stride must divide n_frames={n_frames}, got {mid_stride}")
         self.stem = nn.Sequential(nn.Conv1d(n_features, d_hidden, 3, padding=1), nn.GELU())
@@ -288,7 +171,7 @@ class HierarchicalEncoder(TemporalEncoder):
         self.modulation = ModulationEnergy(n_features, n_frames, d_level, d_mod) if modulation else None
         n_levels = 4 if modulation else 3
         self.norm = nn.LayerNorm(n_levels * d_level)
-        self.fuse = Mlp(n_levels * d_level, hidden_features=2 * d_embed, out_features=d_embed, drop=dropout)
+        self.fuse = Mlp(n_levels * d_level, hidden_features=2 * d_model, out_features=d_model, drop=dropout)
 
     def levels(self, x: torch.Tensor,  # (batch, n_frames, n_features)
               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -308,68 +191,43 @@ class HierarchicalEncoder(TemporalEncoder):
         z = self.fuse(self.norm(torch.cat(list(levels.values()), dim=1)))
         return (z, h) if return_features else z
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0024
-class Attention(nn.Module):
-    "Multi-head self-attention with `F.scaled_dot_product_attention`."
-    def __init__(self, d: int, n_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if d % n_heads: raise ValueError(f"d_model={d} must be divisible by n_heads={n_heads}")
-        self.n_heads, self.dropout = n_heads, dropout
-        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(o.transpose(1, 2).reshape(b, t, d))
-
-class Block(nn.Module):
-    "Pre-norm transformer block: attention and MLP, each with LayerScale and DropPath."
-    def __init__(self, d: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.1, drop_path: float = 0.0,
-                 init_values: float | None = 1e-1):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(d), Attention(d, n_heads)
-        self.norm2, self.mlp = nn.LayerNorm(d), Mlp(d, hidden_features=int(d * mlp_ratio), drop=dropout)
-        self.ls1 = LayerScale(d, init_values) if init_values else nn.Identity()
-        self.ls2 = LayerScale(d, init_values) if init_values else nn.Identity()
-        self.dp = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dp(self.ls1(self.attn(self.norm1(x), attn_mask)))
-        return x + self.dp(self.ls2(self.mlp(self.norm2(x))))
-
+# %% ../../nbs/temporal/01_encoders.ipynb #0021
+@ENCODERS.register('transformer')
 class FrameTransformer(TemporalEncoder):
     "A small transformer encoder over the frames of a TR."
     def __init__(self, n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int = 128,  # size of the TR embedding
-                 d_model: int = 64,  # transformer width
+                 d_model: int = 128,  # size of the TR embedding
+                 d_hidden: int = 64,  # transformer width (tokens per frame)
                  n_heads: int = 4,  # attention heads
-                 n_layers: int = 2,  # transformer blocks
-                 mlp_ratio: float = 2.0,  # MLP width relative to d_model
+                 depth: int = 2,  # transformer blocks
+                 mlp_ratio: float = 2.0,  # MLP width relative to d_hidden
                  pe_kind: str = 'learned',  # 'learned' or 'fixed' time code (added)
                  pool: str = 'segments',  # 'segments' (SegmentPool, like MultiScaleConv1D) or 'cls' (class token)
                  n_segments: int = 8,  # segments of the read-out
-                 dropout: float = 0.1,  # dropout in the MLPs
+                 dropout: float = 0.1,  # dropout in the MLPs (not after the attention projections)
                  drop_path: float = 0.0,  # stochastic depth
+                 layerscale_init: float | None = 0.1,  # LayerScale initial value (None: no LayerScale)
                  modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
-        super().__init__(n_features, n_frames, d_embed)
+        super().__init__(n_features, n_frames, d_model)
         if pool not in ('segments', 'cls'): raise ValueError(f"pool must be 'segments' or 'cls', got {pool!r}")
         self.pool_kind = pool
-        self.inp = nn.Linear(n_features, d_model)
-        self.pe = TemporalPositionalEncoding(d_model, n_frames, mode='add', kind=pe_kind, n_freqs=min(8, n_frames // 2, (d_model - 1) // 2))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pool == 'cls' else None
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout, drop_path) for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model)
-        d_mod_out = _modulation_share(d_embed) if modulation else 0
-        d_pool = d_embed - d_mod_out
-        self.pool = SegmentPool(d_model, n_frames, n_segments, d_pool) if pool == 'segments' else nn.Linear(d_model, d_pool)
+        self.inp = nn.Linear(n_features, d_hidden)
+        n_freqs = min(8, n_frames // 2, (d_hidden - 1) // 2)
+        self.pe = TemporalPositionalEncoding(d_hidden, n_frames, mode='add', kind=pe_kind, n_freqs=n_freqs)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_hidden)) if pool == 'cls' else None
+        self.blocks = nn.ModuleList(Block(d_hidden, n_heads, mlp_ratio, dropout, drop_path, layerscale_init, proj_dropout=0.0)
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(d_hidden)
+        d_mod_out = _modulation_share(d_model) if modulation else 0
+        d_pool = d_model - d_mod_out
+        self.pool = SegmentPool(d_hidden, n_frames, n_segments, d_pool) if pool == 'segments' else nn.Linear(d_hidden, d_pool)
         self.modulation = ModulationEnergy(n_features, n_frames, d_mod_out, d_mod) if modulation else None
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, n_features)
-                return_features: bool = False,  # also return the frame tokens (batch, n_frames, d_model)
+                return_features: bool = False,  # also return the frame tokens (batch, n_frames, d_hidden)
                ):
         x = self.check_input(x)
         h = self.pe(self.inp(x))
@@ -381,16 +239,19 @@ class FrameTransformer(TemporalEncoder):
         if self.modulation is not None: z = torch.cat([z, self.modulation(x)], dim=-1)
         return (z, h) if return_features else z
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0027
+# %% ../../nbs/temporal/01_encoders.ipynb #0024
+@ENCODERS.register('s3d')
 class S3DEncoder(TemporalEncoder):
-    "torchvision's S3D on the raw video frames of each TR (random init or a local checkpoint), projected to `d_embed`."
+    "torchvision's S3D on the raw video frames of each TR (random init or a local checkpoint), projected to `d_model`."
+    mean_path_default = False  # the mean of raw pixels is no feature
+
     def __init__(self, n_features: int,  # 3 * H * W (flattened RGB frame)
                  n_frames: int,  # frames per TR (>= 8 recommended)
-                 d_embed: int = 128,  # size of the TR embedding
+                 d_model: int = 128,  # size of the TR embedding
                  frame_size: tuple[int, int] = (112, 112),  # (H, W) of each frame
-                 checkpoint: str | os.PathLike | None = None,  # local state dict of torchvision's s3d (loaded weights-only)
+                 checkpoint: str | os.PathLike | None = None,  # local path or URL of a torchvision s3d state dict (weights only)
                 ):
-        super().__init__(n_features, n_frames, d_embed)
+        super().__init__(n_features, n_frames, d_model)
         from torchvision.models.video import s3d
         h, w = frame_size
         if n_features != 3 * h * w:
@@ -398,19 +259,12 @@ class S3DEncoder(TemporalEncoder):
         self.frame_size = (h, w)
         net = s3d(weights=None)
         if checkpoint is not None:
-            from neuronb.core import to_fs
-            import io
-            fs, p = to_fs(checkpoint)
-            if not fs.exists(p): raise FileNotFoundError(f"S3D checkpoint not found: {os.fspath(checkpoint)}")
-            with fs.open(p, 'rb') as f: sd = torch.load(io.BytesIO(f.read()), map_location='cpu', weights_only=True)
-            if isinstance(sd, dict) and 'state_dict' in sd: sd = sd['state_dict']
-            missing, unexpected = net.load_state_dict(sd, strict=False)
-            missing = [k for k in missing if not k.startswith('classifier.')]
-            unexpected = [k for k in unexpected if not k.startswith('classifier.')]
-            if missing or unexpected:
-                raise ValueError(f"{os.fspath(checkpoint)} is not a torchvision s3d state dict: missing {missing[:4]}, unexpected {unexpected[:4]}")
+            state = read_checkpoint(checkpoint)
+            if 'state_dict' in state: state = state['state_dict']
+            # only the convolutional features are used: their keys lose the prefix, the classifier's are dropped
+            load_state(net.features, state, key_map={'features.': '', 'classifier.': None}, source=os.fspath(checkpoint))
         self.features = net.features
-        self.proj = nn.Linear(1024, d_embed)
+        self.proj = nn.Linear(1024, d_model)
 
     def forward(self, x: torch.Tensor,  # (batch, n_frames, 3*H*W) or (batch, n_frames, 3, H, W)
                 return_features: bool = False,  # also return S3D's feature map (batch, 1024, T', H', W')
@@ -426,25 +280,11 @@ class S3DEncoder(TemporalEncoder):
         z = self.proj(fmap.mean(dim=(2, 3, 4)))
         return (z, fmap) if return_features else z
 
-# %% ../../nbs/temporal/01_encoders.ipynb #0030
-ENCODERS: dict[str, type[TemporalEncoder]] = {
-    'mean': MeanPool, 'mean_posenc': MeanPosEnc, 'multiscale': MultiScaleConv1D,
-    'hierarchical': HierarchicalEncoder, 'transformer': FrameTransformer, 's3d': S3DEncoder}
-
+# %% ../../nbs/temporal/01_encoders.ipynb #0027
 def make_encoder(kind: str,  # a name in `ENCODERS`
                  n_features: int,  # features per frame
                  n_frames: int,  # frames per TR
-                 d_embed: int | None = None,  # size of the TR embedding (None: the encoder's default)
-                 strict: bool = True,  # raise on keyword arguments the encoder does not take (False: drop them)
-                 **kwargs,  # encoder-specific options
+                 **options,  # encoder options (d_model, d_hidden, modulation, ...); unknown ones raise
                 ) -> TemporalEncoder:
-    "Build an encoder by name."
-    import inspect
-    if kind not in ENCODERS: raise ValueError(f"unknown encoder {kind!r}; known: {sorted(ENCODERS)}")
-    cls = ENCODERS[kind]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {'self'}
-    unknown = set(kwargs) - accepted
-    if unknown and strict: raise TypeError(f"{cls.__name__} does not take {sorted(unknown)}; it takes {sorted(accepted)}")
-    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    if d_embed is not None: kwargs['d_embed'] = d_embed
-    return cls(n_features, n_frames, **kwargs)
+    "Build a registered encoder by name: `ENCODERS.build(kind, n_features=n_features, n_frames=n_frames, **options)`."
+    return ENCODERS.build(kind, n_features=n_features, n_frames=n_frames, **options)
