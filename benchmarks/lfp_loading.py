@@ -62,7 +62,7 @@ def main():
                 xt = torch.from_numpy(x.astype(np.float32))
                 if i == order[0]: assert torch.allclose(xt, ds[int(i)]['x'], atol=1e-5), 'naive reader must read the same window'
         r_naive = rate(naive, a.naive_items)
-        m = Temporal3DViT(n_freqs=stats['n_freqs'], n_times=stats['n_times'], n_trials=a.n_trials, embed_dim=32, depth=2,
+        m = Temporal3DViT(n_freqs=stats['n_freqs'], n_frames=stats['n_times'], n_trials=a.n_trials, d_model=32, depth=2,
                           attention='divided')
         opt = torch.optim.AdamW(m.parameters())
         xb = torch.stack([ds[i]['x'] for i in range(a.batch)]); yb = torch.randint(0, 2, (a.batch,))

@@ -5,6 +5,7 @@
 # %% ../nbs/01_data.ipynb #0004
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 # %% auto #0
-__all__ = ['group_split', 'check_disjoint', 'EpochSampler', 'ArrayDataset', 'make_loader', 'simulate_oscillations']
+__all__ = ['group_split', 'check_disjoint', 'sequence_windows', 'EpochSampler', 'ArrayDataset', 'make_loader',
+           'simulate_oscillations']
 
 # %% ../nbs/01_data.ipynb #0006
 def _as_1d(a, name: str) -> np.ndarray:
@@ -78,6 +80,47 @@ def check_disjoint(groups_by_split: Mapping[str, Iterable],  # {split name: grou
             seen[g] = split
 
 # %% ../nbs/01_data.ipynb #0012
+def sequence_windows(session: Sequence,  # (n_rows,) session (or run) id of each row
+                     order: Sequence,  # (n_rows,) position of each row within its session, e.g. trial_index
+                     n_trials: int,  # rows per window
+                     stride: int | None = None,  # a window starts every `stride` rows (default n_trials: no overlap)
+                     short: str = 'error',  # a session with fewer than n_trials rows: 'error', or 'warn' (left out, named)
+                     where: str = '',  # what the rows are, named in messages (a file, a split)
+                     what: str = 'trials',  # what a row is, named in messages
+                    ) -> np.ndarray:
+    "Row numbers of every window of `n_trials` consecutive rows of one session, shape (n_windows, n_trials), sessions sorted."
+    session = _as_1d(session, 'session')
+    order = _as_1d(order, 'order')
+    where = f"{where}: " if where else ''
+    if len(order) != len(session): raise ValueError(f"{where}order has {len(order)} values for {len(session)} rows")
+    if int(n_trials) != n_trials or n_trials < 1: raise ValueError(f"n_trials must be an integer >= 1, got {n_trials}")
+    stride = n_trials if stride is None else stride
+    if int(stride) != stride or stride < 1: raise ValueError(f"stride must be an integer >= 1, got {stride}")
+    if short not in ('error', 'warn'): raise ValueError(f"short must be 'error' or 'warn', got {short!r}")
+    if len(session) == 0: raise ValueError(f"{where}no {what} to cut into windows")
+    names, code = np.unique(session.astype(str), return_inverse=True)
+    ordered = np.lexsort((order, code))
+    bounds = np.flatnonzero(np.diff(code[ordered])) + 1
+    windows, too_short = [], {}
+    for rows in np.split(ordered, bounds):
+        name = str(names[code[rows[0]]])
+        repeated = np.flatnonzero(np.diff(order[rows]) == 0)
+        if len(repeated): raise ValueError(f"{where}session {name!r} has position {order[rows[repeated[0]]].item()!r} twice")
+        if len(rows) < n_trials: too_short[name] = len(rows)
+        windows.extend(rows[s:s + n_trials] for s in range(0, len(rows) - n_trials + 1, int(stride)))
+    if not windows:
+        raise ValueError(f"{where}no session has {n_trials} {what} (the longest has {max(too_short.values())})")
+    if too_short:
+        listed = ', '.join(f"{k!r} ({v})" for k, v in list(too_short.items())[:10])
+        message = (f"{where}{len(too_short)} session(s) have fewer than n_trials={n_trials} {what}: {listed}"
+                   f"{' ...' if len(too_short) > 10 else ''}")
+        if short == 'error':
+            raise ValueError(f"{message}; they would be missing from every window and from their per-session and "
+                             f"per-animal metrics. Use a smaller n_trials, drop those sessions, or short='warn'")
+        warnings.warn(f"{message}; left out of every window", stacklevel=2)
+    return np.stack(windows).astype(np.int64)
+
+# %% ../nbs/01_data.ipynb #0016
 class EpochSampler(Sampler[int]):
     "Shuffles indices with a permutation that depends only on (seed, epoch)."
     def __init__(self, n: int,  # dataset length
@@ -98,7 +141,7 @@ class EpochSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=g).tolist())
 
-# %% ../nbs/01_data.ipynb #0015
+# %% ../nbs/01_data.ipynb #0019
 class ArrayDataset(Dataset):
     "Items {'x', 'y', 'group'} from in-memory arrays."
     def __init__(self, x,  # inputs, shape (n_items, ...)
@@ -131,7 +174,7 @@ def make_loader(dataset: Dataset,  # any map-style dataset
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=sampler.loader_generator,
                       drop_last=drop_last, persistent_workers=num_workers > 0, **kwargs)
 
-# %% ../nbs/01_data.ipynb #0017
+# %% ../nbs/01_data.ipynb #0021
 def _pink_noise(rng, shape, n_times):
     "1/f noise along the last axis, unit variance."
     spec = rng.standard_normal(shape + (n_times // 2 + 1,)) + 1j * rng.standard_normal(shape + (n_times // 2 + 1,))

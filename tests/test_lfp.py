@@ -138,7 +138,7 @@ def test_datamodule_and_augment(prep):
 @pytest.mark.parametrize('attention', ['joint', 'divided'])
 def test_temporal_vit(attention):
     torch.manual_seed(0)
-    m = Temporal3DViT(n_trials=4, n_freqs=10, n_times=9, patch_size=(4, 3), embed_dim=16, depth=2, n_heads=2, attention=attention)
+    m = Temporal3DViT(n_trials=4, n_freqs=10, n_frames=9, patch=(4, 3), d_model=16, depth=2, n_heads=2, attention=attention)
     x = torch.randn(3, 4, 10, 9, requires_grad=True)
     y = m(x); assert y.shape == (3, 2)
     y[:, 1].sum().backward(); assert x.grad[:, 3].abs().sum() > 0, 'the last trial influences the output'
@@ -147,17 +147,59 @@ def test_temporal_vit(attention):
     with pytest.raises(ValueError): Temporal3DViT(attention='sparse')
 
 
-def test_models_train_through_neuronb_train(prep, tmp_path):
+STRONG = GenotypeEffects(gamma_power_ko=4.0, evoked_amp_ko=2.0, jitter_ms_ko=12.0, habituation_ko=0.0)
+
+
+def _cohort(tmp_path, effects, n_animals, seed):
+    "A simulated cohort, preprocessed with a large test split (40% of the animals)."
+    raw = write_simulated(str(tmp_path / f'raw{seed}.parquet'), n_animals=n_animals, n_trials=16, effects=effects, seed=seed)
+    out = str(tmp_path / f'prep{seed}')
+    return raw, out, preprocess(raw, out, seed=seed, fractions=(0.5, 0.1, 0.4))
+
+
+def _train_vit(out, stats, tmp_path):
     from neuronb.train import TaskModule, evaluate, fit
-    out, stats = prep
-    dm = LFPDataModule(out, n_trials=4, batch_size=16)
-    net = build_model('vit3d', stats['n_freqs'], stats['n_times'], 4, embed_dim=16, depth=1, n_heads=2)
-    mod = TaskModule(net, task='binary', class_weights=dm.class_weights(), label_smoothing=0.1)
-    r = fit(mod, datamodule=dm, max_epochs=1, seed=0, out_dir=str(tmp_path), accelerator='cpu', progress_bar=False)
-    m = evaluate(mod, dm.test_dataloader(), checkpoint=r.best_checkpoint, aggregate_by_group=True, accelerator='cpu')
-    assert m['test/group/n_groups'] == len(stats['splits']['test']) and 0 <= m['test/group/auroc'] <= 1
+    dm = LFPDataModule(out, n_trials=4, batch_size=16, train_stride=2)
+    net = build_model('vit3d', stats['n_freqs'], stats['n_times'], 4, d_model=16, depth=1, n_heads=2)
+    mod = TaskModule(net, task='binary', class_weights=dm.class_weights(), label_smoothing=0.1, lr=3e-3)
+    r = fit(mod, datamodule=dm, max_epochs=3, seed=0, out_dir=str(tmp_path / 'fit'), accelerator='cpu', progress_bar=False)
+    return evaluate(mod, dm.test_dataloader(), checkpoint=r.best_checkpoint, aggregate_by_group=True, accelerator='cpu')
+
+
+def _p_chance(metrics):
+    "Two-sided p of the animal-level AUROC against chance (its null standard error for the test animals)."
+    from scipy.stats import norm
+    n_wt, n_ko = np.asarray(metrics['test/group/confusion_matrix']).sum(1)
+    se = np.sqrt((n_wt + n_ko + 1) / (12 * n_wt * n_ko))
+    return 2 * norm.sf(abs(metrics['test/group/auroc'] - 0.5) / se)
+
+
+def _test_animals(out):
+    return len(set(pq.read_table(f'{out}/test.parquet', columns=['animal_id']).column('animal_id').to_pylist()))
+
+
+def test_models_and_baseline_above_chance_on_a_strong_effect(tmp_path):
+    "A large genotype effect: the ViT (through neuronb.train) and the baseline both separate the test animals."
+    raw, out, stats = _cohort(tmp_path, STRONG, n_animals=16, seed=0)
+    vit = _train_vit(out, stats, tmp_path)
+    base = run_baseline(raw, stats, n_trials=8)['metrics']
+    for m in (vit, base):
+        assert m['test/group/n_groups'] == _test_animals(out), 'every test animal is scored'
+        assert m['test/auroc'] > 0.8 and m['test/group/auroc'] > 0.8, m
     assert isinstance(build_model('vit2d', 12, 14, 1, depth=1), SpectrogramViT)
     with pytest.raises(ValueError, match='n_trials must be 1'): build_model('vit2d', 12, 14, 8)
+
+
+def test_models_and_baseline_at_chance_on_the_null(tmp_path):
+    "No genotype difference (GenotypeEffects.null()): 16 test animals, animal-level AUROC not distinguishable from 0.5."
+    raw, out, stats = _cohort(tmp_path, GenotypeEffects.null(), n_animals=40, seed=1)
+    vit = _train_vit(out, stats, tmp_path)
+    base = run_baseline(raw, stats, n_trials=8)['metrics']
+    for m in (vit, base):
+        assert m['test/group/n_groups'] == _test_animals(out) == 16
+        assert _p_chance(m) > 0.01, (m['test/group/auroc'], _p_chance(m))
+    # the check can fail: a perfect separation of these 16 animals is far from chance
+    assert _p_chance({**base, 'test/group/auroc': 1.0}) < 0.001
 
 
 def test_baseline_runs_on_same_split(raw, prep):
@@ -166,4 +208,4 @@ def test_baseline_runs_on_same_split(raw, prep):
     m = r['metrics']
     assert m['test/group/n_groups'] == len(stats['splits']['test'])
     assert {'itpc_60hz', 'bp_high_gamma', 'erp_n1'} <= set(r['feature_names'])
-    assert 0 <= m['test/auroc'] <= 1
+    assert m['test/n_items'] == len(stats['splits']['test']) * (24 // 8), 'three 8-trial windows per 24-trial test session'

@@ -16,28 +16,44 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..core import read_json
+from ..data import sequence_windows
 from .data import META_COLUMNS, SpectrogramConfig, _windows, as_trial_source
+from ..nn.spectral import morlet_transform
 from ..train import score_outputs
 
 # %% auto #0
-__all__ = ['BANDS', 'ITPC_FREQS', 'trial_quantities', 'sequence_windows', 'sequence_features', 'run_baseline']
+__all__ = ['BANDS', 'ITPC_FREQS', 'trial_quantities', 'sequence_features', 'run_baseline']
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0005
 BANDS = {'theta': (4, 8), 'alpha': (8, 13), 'beta': (13, 30), 'low_gamma': (30, 55), 'high_gamma': (55, 100)}
 ITPC_FREQS = (10.0, 20.0, 40.0, 60.0, 80.0)
 
-def _morlet_phasors(x: np.ndarray, sfreq: float, freqs: Sequence[float], step: int, n_cycles: float = 5.0) -> np.ndarray:
-    "Unit phasors (n_trials, n_freqs, n_steps) of Morlet coefficients every `step` samples."
-    n = x.shape[-1]
-    Xf = np.fft.fft(x, n=2 * n, axis=-1)
-    out = []
-    for f in freqs:
-        sd = n_cycles / (2 * np.pi * f)
-        tw = np.arange(-3 * sd, 3 * sd, 1 / sfreq)
-        w = np.exp(2j * np.pi * f * tw) * np.exp(-0.5 * (tw / sd) ** 2)
-        c = np.fft.ifft(Xf * np.fft.fft(w, n=2 * n)[None], axis=-1)[:, len(tw) // 2: len(tw) // 2 + n][:, ::step]
-        out.append(c / np.maximum(np.abs(c), 1e-12))
-    return np.stack(out, 1).astype(np.complex64)
+def _morlet_phasors(x: np.ndarray,  # (n_trials, n_samples) response-window samples
+                    sfreq: float,  # sampling rate (Hz)
+                    freqs: Sequence[float],  # wavelet frequencies (Hz)
+                    step: int,  # keep every `step`-th sample
+                    n_cycles: float = 5.0,  # wavelet cycles
+                   ) -> np.ndarray:
+    "Unit phasors (n_trials, n_freqs, n_steps) complex64 of Morlet coefficients every `step` samples."
+    coef = morlet_transform(x, sfreq, freqs, n_cycles)[..., ::step]
+    return (coef / np.maximum(np.abs(coef), 1e-12)).astype(np.complex64)
+
+def _trial_features(traces: np.ndarray,  # (n_trials, n_samples) raw traces of equal length and onset
+                    sfreq: float,  # sampling rate (Hz)
+                    onset_s: float,  # their stimulus onset within the trace (s)
+                    cfg: SpectrogramConfig,  # baseline and response windows
+                    where: str,  # named in errors
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Band powers (n, 6), first 100 ms of the response (n, n_erp) and phasors (n, n_freqs, n_steps) of trials sharing one onset."
+    (b0, b1), (r0, r1) = _windows(cfg, sfreq, onset_s, traces.shape[-1], where)
+    traces = traces - traces[:, b0:b1].mean(-1, keepdims=True)
+    resp, pre = traces[:, r0:r1], traces[:, b0:b1]
+    f, P = welch(resp, fs=sfreq, nperseg=min(64, resp.shape[-1]), axis=-1)
+    feats = [np.log10(P[:, (f >= lo) & (f < hi)].mean(-1) + 1e-12) for lo, hi in BANDS.values()]
+    fp, Pp = welch(pre, fs=sfreq, nperseg=min(32, pre.shape[-1]), axis=-1)
+    feats.append(np.log10(Pp[:, (fp >= 30) & (fp <= 80)].mean(-1) + 1e-12))
+    phasors = _morlet_phasors(resp.astype(np.float64), sfreq, ITPC_FREQS, max(1, int(round(0.02 * sfreq))))
+    return np.stack(feats, 1), resp[:, :int(round(0.1 * sfreq))], phasors
 
 def trial_quantities(source,  # raw trials: parquet path/URL, ParquetTrials, SQLTrials or (connection, query)
                      cfg: SpectrogramConfig | None = None,  # baseline/response windows (as in preprocessing)
@@ -47,41 +63,44 @@ def trial_quantities(source,  # raw trials: parquet path/URL, ParquetTrials, SQL
     cfg = cfg or SpectrogramConfig()
     source = as_trial_source(source)
     metas, bp, erp, ph = [], [], [], []
+    sfreq = None
     for batch in source.batches(list(META_COLUMNS) + ['trace'], chunk_size):
-        m = batch.drop_columns(['trace']).to_pandas() if hasattr(batch, 'drop_columns') else batch.to_pandas().drop(columns='trace')
-        sf, on = float(m.sfreq.iloc[0]), float(m.stim_onset_s.iloc[0])
-        X = np.stack([np.asarray(v, np.float32) for v in batch.column('trace').to_numpy(zero_copy_only=False)])
-        if not np.isfinite(X).all(): raise ValueError(f"{source.name}: NaN or infinite samples in column 'trace'")
-        (b0, b1), (r0, r1) = _windows(cfg, sf, on, X.shape[-1], source.name)
-        X = X - X[:, b0:b1].mean(-1, keepdims=True)
-        resp, pre = X[:, r0:r1], X[:, b0:b1]
-        f, P = welch(resp, fs=sf, nperseg=min(64, resp.shape[-1]), axis=-1)
-        feats = [np.log10(P[:, (f >= lo) & (f < hi)].mean(-1) + 1e-12) for lo, hi in BANDS.values()]
-        fp, Pp = welch(pre, fs=sf, nperseg=min(32, pre.shape[-1]), axis=-1)
-        feats.append(np.log10(Pp[:, (fp >= 30) & (fp <= 80)].mean(-1) + 1e-12))
-        bp.append(np.stack(feats, 1)); erp.append(resp[:, :int(round(0.1 * sf))])
-        ph.append(_morlet_phasors(resp.astype(np.float64), sf, ITPC_FREQS, max(1, int(round(0.02 * sf)))))
-        metas.append(m[['session_id', 'trial_index']])
+        meta = batch.drop_columns(['trace']).to_pandas()
+        rates = sorted(set(meta.sfreq.tolist()) | ({sfreq} if sfreq is not None else set()))
+        if len(rates) > 1: raise ValueError(f"{source.name}: column 'sfreq' has several rates {rates[:5]}; resample to one rate first")
+        sfreq = float(rates[0])
+        traces = batch.column('trace').to_numpy(zero_copy_only=False)
+        lengths = np.array([len(v) for v in traces])
+        onsets = meta.stim_onset_s.to_numpy(np.float64)
+        # each trial is cut at its own onset: rows sharing (length, onset) are computed together
+        keys = np.stack([lengths, np.round(onsets * 1e6)], 1)
+        parts = []
+        for key in np.unique(keys, axis=0):
+            rows = np.flatnonzero((keys == key).all(1))
+            X = np.stack([np.asarray(traces[r], np.float32) for r in rows])
+            first = rows[0]
+            where = f"{source.name}, session {meta.session_id.iloc[first]!r}"
+            finite = np.isfinite(X).all(1)
+            if not finite.all():
+                bad = rows[np.flatnonzero(~finite)[0]]
+                raise ValueError(f"{source.name}: column 'trace' has NaN or infinite samples in session "
+                                 f"{meta.session_id.iloc[bad]!r}, trial_index {meta.trial_index.iloc[bad]}")
+            parts.append((rows, _trial_features(X, sfreq, float(onsets[first]), cfg, where)))
+        for k, out in enumerate((bp, erp, ph)):
+            first_part = parts[0][1][k]
+            values = np.empty((len(meta),) + first_part.shape[1:], first_part.dtype)
+            for rows, quantities in parts: values[rows] = quantities[k]
+            out.append(values)
+        metas.append(meta[['session_id', 'trial_index']])
+    if not metas: raise ValueError(f"{source.name}: the trial table is empty")
     meta = pd.concat(metas, ignore_index=True)
     meta['session_id'] = meta.session_id.astype(str)
     return {'meta': meta, 'bandpower': np.concatenate(bp), 'erp': np.concatenate(erp), 'phasor': np.concatenate(ph),
-            'sfreq': sf, 'feature_names': [f'bp_{b}' for b in BANDS] + ['bp_pre_gamma']}
+            'sfreq': sfreq, 'feature_names': [f'bp_{b}' for b in BANDS] + ['bp_pre_gamma']}
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0007
-def sequence_windows(meta: pd.DataFrame,  # per-trial session_id and trial_index
-                     sessions: Sequence[str],  # the sessions of one split
-                     n_trials: int, stride: int,  # window length and step
-                    ) -> list[np.ndarray]:
-    "Row indices of each window of `n_trials` consecutive trials within the given sessions."
-    out = []
-    sub = meta[meta.session_id.isin(set(sessions))]
-    for _, g in sub.sort_values(['session_id', 'trial_index']).groupby('session_id', sort=True):
-        rows = g.index.to_numpy()
-        out.extend(rows[s:s + n_trials] for s in range(0, len(rows) - n_trials + 1, stride))
-    return out
-
 def sequence_features(q: dict,  # from `trial_quantities`
-                      windows: list[np.ndarray],  # from `sequence_windows`
+                      windows: np.ndarray,  # (n_sequences, n_trials) row numbers of `q['meta']`, from `neuronb.data.sequence_windows`
                      ) -> tuple[np.ndarray, list[str]]:
     "Feature matrix (n_sequences, n_features) and the feature names."
     sf = q['sfreq']; t = np.arange(q['erp'].shape[1]) / sf
@@ -105,20 +124,21 @@ def run_baseline(source,  # raw trials (the same table that was preprocessed)
                  C: float = 1.0,  # inverse L2 regularisation strength
                  chunk_size: int = 2048,  # trials per streamed chunk
                  quantities: dict | None = None,  # precomputed `trial_quantities` (to try several n_trials)
+                 short: str = 'error',  # a session with fewer than n_trials trials: 'error' or 'warn' (left out, named)
                 ) -> dict[str, Any]:
     "Train on the train split, score val and test per sequence and per animal; returns metrics and the model."
     st = read_json(stats) if not isinstance(stats, dict) else stats
     cfg = SpectrogramConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in st['config'].items()})
     q = quantities or trial_quantities(source, cfg, chunk_size)
-    sess = q['meta'].groupby('session_id').size()
     meta_src = pd.DataFrame(pd.concat([b.to_pandas() for b in as_trial_source(source).batches(['session_id', 'animal_id', 'genotype'], 65536)]))
     lab = {g: i for i, g in enumerate(st['genotypes'])}
     first = meta_src.groupby(meta_src.session_id.astype(str)).first()
     strides = {'train': train_stride or max(1, n_trials // 2), 'val': eval_stride or n_trials, 'test': eval_stride or n_trials}
     data = {}
     for split in ('train', 'val', 'test'):
-        wins = sequence_windows(q['meta'], st['splits'][split], n_trials, strides[split])
-        if not wins: raise ValueError(f"split {split!r} has no session with {n_trials} trials")
+        in_split = np.flatnonzero(q['meta'].session_id.isin(set(st['splits'][split])).to_numpy())
+        wins = in_split[sequence_windows(q['meta'].session_id.to_numpy()[in_split], q['meta'].trial_index.to_numpy()[in_split],
+                                         n_trials, strides[split], short=short, where=f"split {split!r}")]
         X, names = sequence_features(q, wins)
         s = q['meta'].session_id.to_numpy()[[w[0] for w in wins]]
         y = np.array([lab[first.genotype[x]] for x in s]); g = np.array([st['animal_codes'][first.animal_id[x]] for x in s])

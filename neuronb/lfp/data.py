@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import socket
+import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -21,18 +24,59 @@ import torch
 from scipy.signal import spectrogram as _spectrogram
 from torch.utils.data import Dataset
 
-from ..core import atomic_write, is_url, join_path, make_dirs, read_json, to_fs, write_json
-from ..data import check_disjoint, group_split, make_loader
+from ..core import is_url, join_path, read_json, to_fs, to_jsonable
+from ..data import check_disjoint, group_split, make_loader, sequence_windows
 from .simulate import GENOTYPES, RAW_COLUMNS, write_simulated
 
+_log = logging.getLogger(__name__)
+
 # %% auto #0
-__all__ = ['META_COLUMNS', 'SPLITS', 'ParquetTrials', 'SQLTrials', 'as_trial_source', 'read_metadata', 'split_sessions',
-           'check_splits', 'SpectrogramConfig', 'spectrogram_batch', 'trials_to_spectrograms', 'preprocess',
-           'ParquetSequenceDataset', 'SpecAugment', 'LFPDataModule']
+__all__ = ['META_COLUMNS', 'SPLITS', 'check_raw_types', 'ParquetTrials', 'SQLTrials', 'as_trial_source', 'read_metadata',
+           'split_sessions', 'check_splits', 'SpectrogramConfig', 'spectrogram_batch', 'trials_to_spectrograms',
+           'remove_stale_temps', 'preprocess', 'ParquetSequenceDataset', 'SpecAugment', 'LFPDataModule']
 
 # %% ../../nbs/lfp/02_data.ipynb #0005
+def _is_string(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t): return _is_string(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+def _is_number(t: pa.DataType) -> bool: return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+def _is_trace(t: pa.DataType) -> bool:
+    listlike = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    return listlike and (_is_number(t.value_type) or pa.types.is_null(t.value_type))
+
+# column: (what it must hold, test of its Arrow type); an all-null column (type null) is left to the missing-value check
+_RAW_TYPES = {
+    'session_id': ('a string or integer id', lambda t: _is_string(t) or pa.types.is_integer(t)),
+    'animal_id': ('a string or integer id', lambda t: _is_string(t) or pa.types.is_integer(t)),
+    'genotype': ('a string label', _is_string),
+    'trial_index': ('an integer', _is_number),
+    'sfreq': ('a number (Hz)', _is_number),
+    'stim_onset_s': ('a number (seconds into the trace)', _is_number),
+    'trace': ('one array of numbers per trial (list<float32>)', _is_trace),
+}
+
+def check_raw_types(schema: pa.Schema,  # Arrow schema of a raw trial table (or of one file or batch of it)
+                    where: str,  # the file or query, named in the error
+                   ) -> None:
+    "Raise if a raw-table column has the wrong type, naming the file, the column, what it holds and what was expected."
+    for name in schema.names:
+        if name not in _RAW_TYPES: continue
+        kind = schema.field(name).type
+        expected, ok = _RAW_TYPES[name]
+        if not (ok(kind) or pa.types.is_null(kind)):
+            listlike = pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+            shown = f"list<{kind.value_type}>" if listlike else str(kind)
+            raise ValueError(f"{where}: column {name!r} has type {shown}, expected {expected}")
+
+def _is_data_file(path: str) -> bool:
+    "A file a folder reader takes: *.parquet, not hidden or private (name starting with '.' or '_')."
+    name = path.rsplit('/', 1)[-1]
+    return name.endswith('.parquet') and not name.startswith(('.', '_'))
+
 class ParquetTrials:
-    "Raw trials from a parquet file (or folder of files) at a local path or fsspec URL."
+    "Raw trials from a parquet file (or folder of *.parquet files) at a local path or fsspec URL."
     def __init__(self, path,  # parquet file or folder, local or URL
                 ):
         self.path = os.fspath(path)
@@ -44,20 +88,51 @@ class ParquetTrials:
     @property
     def name(self) -> str: return self.path
 
+    def _file_name(self, f: str) -> str:
+        "A file of this source as the user would write it (with the URL's protocol)."
+        return self.fs.unstrip_protocol(f) if is_url(self.path) else f
+
+    def files(self) -> list[str]:
+        "The parquet files read, in order: the file itself, or every *.parquet under the folder (other files ignored)."
+        if self.fs.isfile(self._p): return [self._p]
+        found = sorted(self.fs.find(self._p))
+        files = [f for f in found if _is_data_file(f)]
+        if not files:
+            others = [f.rsplit('/', 1)[-1] for f in found][:5]
+            raise FileNotFoundError(f"no .parquet files in the folder {self.path} (expected the raw trial table as one or "
+                                    f"more *.parquet files; found {len(found)} other file(s) {others})")
+        return files
+
+    @contextlib.contextmanager
+    def _open(self, f: str) -> Iterator[pq.ParquetFile]:
+        "One file, opened with page checksum verification; an unreadable file is an error naming it."
+        with self.fs.open(f, 'rb') as handle:
+            try: parquet_file = pq.ParquetFile(handle, page_checksum_verification=True)
+            except (pa.ArrowException, OSError) as e:
+                raise ValueError(f"{self._file_name(f)} is not a readable parquet file, truncated or not parquet "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            yield parquet_file
+
     def columns(self) -> list[str]:
-        return list(pq.ParquetDataset(self._p, filesystem=self.fs).schema.names)
+        with self._open(self.files()[0]) as parquet_file: return list(parquet_file.schema_arrow.names)
 
     def batches(self, columns: Sequence[str] | None = None,  # columns to read (None: all)
                 batch_size: int = 2048,  # rows per batch
                ) -> Iterator[pa.RecordBatch]:
-        "Stream the table in batches (only `columns` are read from storage)."
-        files = [self._p] if self.fs.isfile(self._p) else sorted(
-            f for f in self.fs.find(self._p) if f.endswith('.parquet'))
-        if not files: raise FileNotFoundError(f"no .parquet files under {self.path}")
-        for f in files:
-            with self.fs.open(f, 'rb') as fh:
-                pf = pq.ParquetFile(fh)
-                yield from pf.iter_batches(batch_size=batch_size, columns=None if columns is None else list(columns))
+        "Stream the table in batches (only `columns` are read from storage); checks each file's types and page checksums."
+        for f in self.files():
+            with self._open(f) as parquet_file:
+                missing = [c for c in (columns or []) if c not in parquet_file.schema_arrow.names]
+                if missing: raise ValueError(f"{self._file_name(f)}: missing column(s) {missing}; expected {list(RAW_COLUMNS)}")
+                check_raw_types(parquet_file.schema_arrow, self._file_name(f))
+                reader = parquet_file.iter_batches(batch_size=batch_size, columns=None if columns is None else list(columns))
+                while True:
+                    try: batch = next(reader)
+                    except StopIteration: break
+                    except (pa.ArrowException, OSError) as e:
+                        raise ValueError(f"{self._file_name(f)}: a data page cannot be read, the file is corrupted "
+                                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                    yield batch
 
 class SQLTrials:
     "Raw trials from a SQL query through a DB-API 2 connection (sqlite3, duckdb, warehouse clients)."
@@ -86,7 +161,7 @@ class SQLTrials:
         return [d[0] for d in cur.description]
 
     def batches(self, columns: Sequence[str] | None = None, batch_size: int = 2048) -> Iterator[pa.RecordBatch]:
-        "Stream the query result in batches of `batch_size` rows (fetchmany)."
+        "Stream the query result in batches of `batch_size` rows (fetchmany); checks each batch's types."
         cur = self._cursor(columns)
         names = [d[0] for d in cur.description]
         while True:
@@ -95,9 +170,14 @@ class SQLTrials:
             cols = list(zip(*rows))
             arrays = []
             for n, vals in zip(names, cols):
-                if n == 'trace': arrays.append(_trace_array(vals))
-                else: arrays.append(pa.array(list(vals)))
-            yield pa.RecordBatch.from_arrays(arrays, names=names)
+                try: arrays.append(_trace_array(vals) if n == 'trace' else pa.array(list(vals)))
+                except (ValueError, TypeError, pa.ArrowException) as e:
+                    expected = _RAW_TYPES[n][0] if n in _RAW_TYPES else 'one type'
+                    raise ValueError(f"{self.name}: column {n!r} mixes or holds values of the wrong type, expected "
+                                     f"{expected} ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+            batch = pa.RecordBatch.from_arrays(arrays, names=names)
+            check_raw_types(batch.schema, self.name)
+            yield batch
 
 def _trace_array(vals) -> pa.Array:
     "float32 list array from BLOBs (float32 bytes) or sequences."
@@ -105,6 +185,7 @@ def _trace_array(vals) -> pa.Array:
     for v in vals:
         if v is None: out.append(None)
         elif isinstance(v, (bytes, bytearray, memoryview)): out.append(np.frombuffer(bytes(v), dtype='<f4'))
+        elif isinstance(v, str): raise ValueError(f"a trace is text ({v[:20]!r}), expected float32 bytes or an array")
         else: out.append(np.asarray(v, dtype=np.float32))
     return pa.array(out, type=pa.list_(pa.float32()))
 
@@ -120,25 +201,46 @@ def as_trial_source(source,  # a path/URL of parquet, a ParquetTrials/SQLTrials,
 META_COLUMNS = ('session_id', 'animal_id', 'genotype', 'trial_index', 'sfreq', 'stim_onset_s')
 
 def read_metadata(source,  # trial source (see `as_trial_source`)
-                  genotypes: Sequence[str] = GENOTYPES,  # known genotype labels, in label order
+                  genotypes: Sequence[str] = GENOTYPES,  # known genotype labels, in label order; every one needs trials
                   batch_size: int = 65536,  # rows per read
                  ) -> 'pd.DataFrame':
     "Read and validate the trial table's metadata columns (no traces); one row per trial."
     import pandas as pd
     source = as_trial_source(source)
+    if len(genotypes) < 2 or len(set(genotypes)) != len(genotypes):
+        raise ValueError(f"genotypes must name at least two distinct labels (a classifier needs two classes), got {list(genotypes)}")
     have = source.columns()
     missing = [c for c in RAW_COLUMNS if c not in have]
     if missing: raise ValueError(f"{source.name}: missing required column(s) {missing}; expected {list(RAW_COLUMNS)}, found {have}")
-    meta = pa.Table.from_batches(list(source.batches(META_COLUMNS, batch_size))).to_pandas()
-    if len(meta) == 0: raise ValueError(f"{source.name}: the trial table is empty")
+    parts = [b.to_pandas() for b in source.batches(META_COLUMNS, batch_size)]
+    meta = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(META_COLUMNS))
+    if len(meta) == 0: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
     for c in META_COLUMNS:
         if meta[c].isna().any():
             raise ValueError(f"{source.name}: column {c!r} has missing values (first at row {int(np.flatnonzero(meta[c].isna())[0])})")
     meta['session_id'] = meta.session_id.astype(str); meta['animal_id'] = meta.animal_id.astype(str)
-    bad = sorted(set(meta.genotype.astype(str)) - set(genotypes))
+    meta['genotype'] = meta.genotype.astype(str)
+    fractional = meta.trial_index.to_numpy(np.float64) % 1 != 0
+    if fractional.any():
+        r = meta[fractional].iloc[0]
+        raise ValueError(f"{source.name}: column 'trial_index' must hold whole numbers, got {r.trial_index} in session {r.session_id!r}")
+    meta['trial_index'] = meta.trial_index.astype(np.int64)
+    for c, unit in (('sfreq', 'Hz'), ('stim_onset_s', 's')):
+        values = meta[c].to_numpy(np.float64)
+        bad = ~np.isfinite(values)
+        if c == 'sfreq': bad |= values <= 0
+        if bad.any():
+            r = meta[bad].iloc[0]
+            raise ValueError(f"{source.name}: column {c!r} has {r[c]} {unit} in session {r.session_id!r}, trial_index "
+                             f"{r.trial_index}; expected a finite{' positive' if c == 'sfreq' else ''} number")
+    bad = sorted(set(meta.genotype) - set(genotypes))
     if bad:
-        s = meta.session_id[meta.genotype.astype(str).isin(bad)].iloc[0]
+        s = meta.session_id[meta.genotype.isin(bad)].iloc[0]
         raise ValueError(f"{source.name}: column 'genotype' has unknown label(s) {bad} (e.g. session {s!r}); known: {list(genotypes)}")
+    absent = [g for g in genotypes if g not in set(meta.genotype)]
+    if absent:
+        raise ValueError(f"{source.name}: column 'genotype' has only {sorted(set(meta.genotype))}, no trials of {absent}; "
+                         f"every genotype in genotypes={list(genotypes)} needs trials (a classifier needs both classes)")
     g_per_animal = meta.groupby('animal_id').genotype.nunique()
     if (g_per_animal > 1).any():
         raise ValueError(f"{source.name}: animal {g_per_animal[g_per_animal > 1].index[0]!r} has more than one genotype")
@@ -241,11 +343,48 @@ def trials_to_spectrograms(traces: np.ndarray,  # (n_trials, n_samples) raw trac
 
 # %% ../../nbs/lfp/02_data.ipynb #0014
 SPLITS = ('train', 'val', 'test')
+_TEMP_PATTERN = re.compile(r'^\.(?P<name>.+)\.neuronb-tmp-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}$')
+
+def _host() -> str: return re.sub(r'[^A-Za-z0-9]', '_', socket.gethostname()) or 'host'
+
+def _temp_path(fs_path: str) -> str:
+    "Hidden temporary name beside `fs_path` naming this host and process: .<name>.neuronb-tmp-<host>-<pid>-<random>."
+    parent, name = fs_path.rsplit('/', 1) if '/' in fs_path else ('', fs_path)
+    temp = f".{name}.neuronb-tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{parent}/{temp}" if parent else temp
+
+def _process_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # it exists, under another user
+    return True
+
+def remove_stale_temps(folder,  # a folder `preprocess` writes into (local or URL)
+                      ) -> list[str]:
+    "Remove temporary files left in `folder` by killed `preprocess` runs of this host (process gone); returns them."
+    fs, p = to_fs(folder)
+    if not fs.isdir(p): return []
+    removed = []
+    for f in fs.ls(p, detail=False):
+        match = _TEMP_PATTERN.match(f.rsplit('/', 1)[-1])
+        if match is None or match['host'] != _host(): continue
+        pid = int(match['pid'])
+        if pid == os.getpid() or _process_alive(pid): continue
+        fs.rm(f)
+        removed.append(f)
+    if removed: _log.warning("%s: removed %d temporary file(s) left by killed run(s): %s", os.fspath(folder), len(removed),
+                             [f.rsplit('/', 1)[-1] for f in removed])
+    return removed
 
 def _out_schema(n_feat: int) -> pa.Schema:
     return pa.schema([('session_id', pa.string()), ('animal_id', pa.string()), ('genotype', pa.string()),
                       ('label', pa.int64()), ('animal_code', pa.int64()), ('trial_index', pa.int64()),
                       ('spec', pa.list_(pa.float32(), n_feat))])
+
+def _as_float_lists(trace: pa.Array) -> pa.Array:
+    "The trace column as list<element> with offsets (large and fixed-size lists are cast)."
+    if pa.types.is_list(trace.type): return trace
+    return trace.cast(pa.list_(trace.type.value_type))
 
 def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTrials` or (connection, query)
                out_dir,  # output folder, local or fsspec URL
@@ -266,6 +405,28 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
     if set(splits) != set(SPLITS): raise ValueError(f"splits must have keys {SPLITS}, got {sorted(splits)}")
     sfreq = float(meta.sfreq.iloc[0])
     freqs, times = cfg.shape(sfreq)
+    fs, out_p = to_fs(out_dir)
+    created = not fs.exists(out_p)
+    fs.makedirs(out_p, exist_ok=True)
+    remove_stale_temps(out_dir)
+    finals = {k: f"{out_p}/{k}.parquet" for k in SPLITS} | {'stats': f"{out_p}/stats.json"}
+    temps = {k: _temp_path(f) for k, f in finals.items()}
+    try:
+        stats = _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size)
+        with fs.open(temps['stats'], 'w') as f: f.write(json.dumps(to_jsonable(stats), indent=2) + '\n')
+        for k in (*SPLITS, 'stats'): fs.mv(temps[k], finals[k])
+    except BaseException:
+        for temp in temps.values():
+            with contextlib.suppress(Exception):
+                if fs.exists(temp): fs.rm(temp)
+        if created:
+            with contextlib.suppress(Exception):
+                if not fs.ls(out_p, detail=False): fs.rm(out_p, recursive=True)
+        raise
+    return stats
+
+def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size) -> dict:
+    "The second pass of `preprocess`: stream traces into the split files at `temps`; returns the statistics."
     n_f, n_t = len(freqs), len(times)
     split_of = {s: k for k, v in splits.items() for s in v}
     animals = sorted(meta.animal_id.unique())
@@ -275,16 +436,15 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
     s1 = np.zeros(n_f); s2 = np.zeros(n_f); cnt = 0
     first_len: dict[str, int] = {}
     counts = {k: 0 for k in SPLITS}
-    make_dirs(out_dir)
     with contextlib.ExitStack() as stack:
-        writers = {k: stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_write(join_path(out_dir, f'{k}.parquet'), 'wb')),
-                                                           schema, compression='none'))
+        writers = {k: stack.enter_context(pq.ParquetWriter(stack.enter_context(fs.open(temps[k], 'wb')), schema,
+                                                           compression='none', write_page_checksum=True))
                    for k in SPLITS}
         cols = list(META_COLUMNS) + ['trace']
         for batch in source.batches(cols, chunk_size):
             sess = np.array([str(v) for v in batch.column('session_id').to_pylist()], dtype=object)
-            onset = batch.column('stim_onset_s').to_numpy()
-            tr = batch.column('trace')
+            onset = batch.column('stim_onset_s').to_numpy().astype(np.float64)
+            tr = _as_float_lists(batch.column('trace'))
             lens = np.diff(tr.offsets.to_numpy()) if tr.null_count == 0 else None
             if lens is None:
                 i = int(np.flatnonzero(np.asarray(tr.is_null()))[0])
@@ -327,15 +487,13 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
                     'spec': pa.FixedSizeListArray.from_arrays(pa.array(specs[rows].reshape(-1)), n_f * n_t)}, schema=schema)
                 writers[k].write_table(out, row_group_size=row_group_size)
                 counts[k] += len(rows)
-        if cnt == 0: raise ValueError("the train split received no trials")
-        mean = s1 / cnt; std = np.sqrt(np.maximum(s2 / cnt - mean ** 2, 1e-12))
-        stats = {'mean': mean, 'std': std, 'freqs': freqs, 'times': times, 'n_freqs': n_f, 'n_times': n_t, 'sfreq': sfreq,
-                 'config': asdict(cfg), 'genotypes': list(genotypes), 'splits': splits, 'animal_codes': animal_code,
-                 'n_trials': counts, 'source': source.name}
-    write_json(join_path(out_dir, 'stats.json'), stats)
-    return stats
+    if cnt == 0: raise ValueError("the train split received no trials")
+    mean = s1 / cnt; std = np.sqrt(np.maximum(s2 / cnt - mean ** 2, 1e-12))
+    return {'mean': mean, 'std': std, 'freqs': freqs, 'times': times, 'n_freqs': n_f, 'n_times': n_t, 'sfreq': sfreq,
+            'config': asdict(cfg), 'genotypes': list(genotypes), 'splits': splits, 'animal_codes': animal_code,
+            'n_trials': counts, 'source': source.name}
 
-# %% ../../nbs/lfp/02_data.ipynb #0017
+# %% ../../nbs/lfp/02_data.ipynb #0019
 class ParquetSequenceDataset(Dataset):
     "Sequences of `n_trials` consecutive trials of one session from a preprocessed split file."
     def __init__(self, path,  # a split file written by `preprocess` (local or URL)
@@ -344,6 +502,7 @@ class ParquetSequenceDataset(Dataset):
                  stats=None,  # stats.json path/URL or dict for normalisation (default: stats.json beside `path`)
                  transform: Callable | None = None,  # optional augmentation applied to `x` (n_trials, n_freqs, n_times)
                  cache_row_groups: int = 16,  # row groups kept decoded in memory
+                 short: str = 'error',  # a session with fewer than n_trials trials: 'error' or 'warn' (left out, named)
                 ):
         if n_trials < 1: raise ValueError(f"n_trials must be >= 1, got {n_trials}")
         self.path, self.n_trials = os.fspath(path), int(n_trials)
@@ -365,21 +524,18 @@ class ParquetSequenceDataset(Dataset):
         self.sessions, sess_code = np.unique(sess.astype(str), return_inverse=True)
         rg_sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
         self._rg_start = np.r_[0, np.cumsum(rg_sizes)]
-        order = np.lexsort((tidx, sess_code))
-        starts, seq_rows = [], []
-        bounds = np.flatnonzero(np.diff(sess_code[order])) + 1
-        for rows in np.split(order, bounds):
-            for s in range(0, len(rows) - self.n_trials + 1, self.stride): seq_rows.append(rows[s:s + self.n_trials])
-        if not seq_rows:
-            raise ValueError(f"{self.path}: no session has {self.n_trials} trials (longest has {np.bincount(sess_code).max()})")
-        self.rows = np.stack(seq_rows)  # (n_sequences, n_trials) row numbers in the file
+        self.rows = sequence_windows(sess, tidx, self.n_trials, self.stride, short=short, where=self.path)  # (n_sequences, n_trials)
         self.labels = lab[self.rows[:, 0]]; self.groups = anim[self.rows[:, 0]]; self.session_codes = sess_code[self.rows[:, 0]]
 
     def _file(self) -> pq.ParquetFile:
         if self._pf is None or self._pid != os.getpid():  # reopen in each DataLoader worker
-            if is_url(self.path):
-                fs, p = to_fs(self.path); self._pf = pq.ParquetFile(fs.open(p, 'rb'))
-            else: self._pf = pq.ParquetFile(self.path, memory_map=True)
+            try:
+                if is_url(self.path):
+                    fs, p = to_fs(self.path)
+                    self._pf = pq.ParquetFile(fs.open(p, 'rb'), page_checksum_verification=True)
+                else: self._pf = pq.ParquetFile(self.path, memory_map=True, page_checksum_verification=True)
+            except (pa.ArrowException, OSError) as e:
+                raise ValueError(f"{self.path} is not a readable parquet file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
             self._pid = os.getpid(); self._cache = OrderedDict()
         return self._pf
 
@@ -388,7 +544,10 @@ class ParquetSequenceDataset(Dataset):
 
     def _row_group(self, i: int) -> np.ndarray:
         if i in self._cache: self._cache.move_to_end(i); return self._cache[i]
-        col = self._file().read_row_group(i, columns=['spec']).column('spec').combine_chunks()
+        try: col = self._file().read_row_group(i, columns=['spec']).column('spec').combine_chunks()
+        except (pa.ArrowException, OSError) as e:
+            raise ValueError(f"{self.path}: row group {i} cannot be read, the file is corrupted "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         arr = col.values.to_numpy().reshape(-1, self.n_freqs, self.n_times)
         self._cache[i] = arr
         if len(self._cache) > self.cache_size: self._cache.popitem(last=False)
@@ -411,7 +570,7 @@ class ParquetSequenceDataset(Dataset):
         return {'x': x, 'y': torch.tensor(int(self.labels[i])), 'group': torch.tensor(int(self.groups[i])),
                 'session': torch.tensor(int(self.session_codes[i]))}
 
-# %% ../../nbs/lfp/02_data.ipynb #0020
+# %% ../../nbs/lfp/02_data.ipynb #0022
 @dataclass
 class SpecAugment:
     "Random frequency/time masks, sequence gain and trial dropout for x: (n_trials, n_freqs, n_times)."
@@ -436,7 +595,7 @@ class SpecAugment:
         if self.trial_drop > 0: x[torch.rand(n) < self.trial_drop] = 0.0
         return x
 
-# %% ../../nbs/lfp/02_data.ipynb #0023
+# %% ../../nbs/lfp/02_data.ipynb #0025
 class LFPDataModule(L.LightningDataModule):
     "Train/val/test `ParquetSequenceDataset`s of a `preprocess` output folder."
     def __init__(self, data_dir,  # folder written by `preprocess` (local or URL)
@@ -447,12 +606,13 @@ class LFPDataModule(L.LightningDataModule):
                  augment: SpecAugment | None = None,  # training augmentation
                  seed: int = 0,  # shuffling seed
                  num_workers: int = 0,  # DataLoader workers
+                 short: str = 'error',  # a session with fewer than n_trials trials: 'error' or 'warn' (left out, named)
                 ):
         super().__init__()
         self.data_dir, self.n_trials, self.batch_size, self.seed, self.num_workers = data_dir, n_trials, batch_size, seed, num_workers
         self.train_stride = train_stride or max(1, n_trials // 2)
         self.eval_stride = eval_stride or n_trials
-        self.augment = augment
+        self.augment, self.short = augment, short
         self.stats = read_json(join_path(data_dir, 'stats.json'))
         self.datasets: dict[str, ParquetSequenceDataset] = {}
 
@@ -462,7 +622,7 @@ class LFPDataModule(L.LightningDataModule):
                 self.datasets[k] = ParquetSequenceDataset(
                     join_path(self.data_dir, f'{k}.parquet'), self.n_trials,
                     self.train_stride if k == 'train' else self.eval_stride, stats=self.stats,
-                    transform=self.augment if k == 'train' else None)
+                    transform=self.augment if k == 'train' else None, short=self.short)
 
     def _loader(self, k, shuffle):
         self.setup()

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from neurodsp.sim import sim_powerlaw
 
 from ..core import atomic_write, to_fs
+from ..nn.spectral import morlet_transform
 
 # %% auto #0
 __all__ = ['RAW_COLUMNS', 'OPTIONAL_COLUMNS', 'GENOTYPES', 'RAW_SCHEMA', 'GenotypeEffects', 'simulate_session', 'draw_animals',
@@ -178,9 +179,9 @@ def write_simulated(path,  # destination parquet file: local path or fsspec URL
                     row_group_size: int = 4096,  # rows per parquet row group
                     **kwargs,  # any argument of `iter_simulated`
                    ) -> str:
-    "Stream a simulated cohort into one parquet file, atomically; returns the path."
+    "Stream a simulated cohort into one parquet file (with page checksums), atomically; returns the path."
     with atomic_write(path, 'wb') as f:
-        with pq.ParquetWriter(f, RAW_SCHEMA) as w:
+        with pq.ParquetWriter(f, RAW_SCHEMA, write_page_checksum=True) as w:
             for batch in iter_simulated(**kwargs):
                 w.write_table(pa.Table.from_batches([batch]), row_group_size=row_group_size)
     return os.fspath(path)
@@ -193,16 +194,6 @@ def itpc_chirp(traces: np.ndarray,  # (n_trials, n_samples) one session's (or an
                n_cycles: float = 5.0,  # Morlet wavelet cycles
               ) -> np.ndarray:
     "Inter-trial phase coherence |mean_k exp(i phase_k)| at each frequency and time, shape (n_freqs, n_samples)."
-    x = np.asarray(traces, dtype=np.float64)
-    n = x.shape[-1]
-    out = np.empty((len(freqs), n))
-    Xf = np.fft.fft(x, n=2 * n, axis=-1)
-    for i, f in enumerate(freqs):
-        sd = n_cycles / (2 * np.pi * f)
-        tw = np.arange(-3 * sd, 3 * sd, 1 / sfreq)
-        w = np.exp(2j * np.pi * f * tw) * np.exp(-0.5 * (tw / sd) ** 2)
-        W = np.fft.fft(w, n=2 * n)
-        full = np.fft.ifft(Xf * W[None], axis=-1)[:, len(tw) // 2: len(tw) // 2 + n]
-        ph = full / np.maximum(np.abs(full), 1e-12)
-        out[i] = np.abs(ph.mean(0))
-    return out
+    coef = morlet_transform(traces, sfreq, freqs, n_cycles)  # (n_trials, n_freqs, n_samples)
+    phasors = coef / np.maximum(np.abs(coef), 1e-12)
+    return np.abs(phasors.mean(0))
