@@ -204,3 +204,21 @@ def test_temporal_encoder_interface_and_mean_registration():
         MeanPool(4, 0)
     with pytest.raises(ValueError, match=r'built for n_frames=6 per window but x has 5 frames'):
         enc(torch.randn(2, 5, 4))
+
+
+def test_registry_accepts_a_redefinition_of_the_same_builder():
+    "A notebook cell run again (or a reloaded module) defines a new class object of the same name: it replaces the entry."
+    from neuronb.nn.registry import Registry
+    reg = Registry('demo model')
+
+    def make_first():
+        class Net(nn.Module):
+            pass
+        return Net
+
+    first, second = make_first(), make_first()
+    reg.register('net')(first)
+    reg.register('net')(second)
+    assert reg['net'] is second
+    with pytest.raises(ValueError, match="'net' is already registered"):
+        reg.register('net')(nn.Identity)

@@ -127,8 +127,10 @@ def frames_to_trs(frames: np.ndarray,  # (n_total_frames, n_features) all frames
             common = np.bincount(counts).argmax()
             odd = trs[counts != common]
             names = [tr_names[int(t)] if tr_names is not None and int(t) < len(tr_names) else f"TR {int(t)}" for t in odd[:5]]
+            odd_counts = counts[counts != common][:5].tolist()
+            listed = '; '.join(f"{name} has {count}" for name, count in zip(names, odd_counts))
             raise ValueError(f"frames{src}: frame counts differ between TRs: most TRs have {common} frames but "
-                             f"{'; '.join(names)}{'...' if len(odd) > 5 else ''} have {counts[counts != common][:5].tolist()}; "
+                             f"{listed}{'; ...' if len(odd) > 5 else ''}; "
                              f"expected ({len(trs)}, {common}, {frames.shape[1]}). Pass n_frames={common} to resample every TR.")
         return frames.reshape(len(trs), counts[0], frames.shape[1])
     return np.stack([_resample_frames(frames[s:s + c], n_frames) for s, c in zip(starts, counts)]).astype(frames.dtype)

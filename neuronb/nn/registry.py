@@ -39,7 +39,10 @@ class Registry:
         def decorate(builder: Callable) -> Callable:
             key = name or builder.__name__
             known = self._builders.get(key)
-            if known is not None and known is not builder:
+            # the same definition again (a notebook cell run twice, a module reloaded) replaces the entry;
+            # another builder under a taken name is an error
+            redefined = known is not None and known.__qualname__ == builder.__qualname__
+            if known is not None and known is not builder and not redefined:
                 raise ValueError(f"{self.kind} {key!r} is already registered (as {known.__qualname__}); "
                                  f"cannot register {builder.__qualname__} under the same name")
             self._builders[key] = builder
