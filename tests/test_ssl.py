@@ -13,6 +13,7 @@ from neuronb.data import ArrayDataset, group_split, make_loader, simulate_oscill
 from neuronb.ssl import (DANNObjective, EMATarget, JEPAObjective, LinearProbeCallback, PatchEncoder, VectorQuantizerEMA,
                          effective_rank, ema_momentum, grl_coefficient, GradientReversal, info_nce, info_nce_ddp)
 from neuronb.train import TaskModule, fit, load_checkpoint
+from fit_callbacks import Interrupt, RecordVal
 
 
 def info_nce_loop(a, b, temperature):
@@ -127,18 +128,6 @@ def test_objectives_name_bad_input():
     dann = DANNObjective(nn.Linear(8, 3), d_features=8, n_classes=3, n_domains=2)
     with pytest.raises(KeyError, match="batch\\['domain'\\]"):
         dann.step(nn.Linear(5, 8), {'x': torch.randn(4, 5), 'y': torch.zeros(4, dtype=torch.long)}, 'train')
-
-
-class Interrupt(L.Callback):
-    def __init__(self, n): self.n = n
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= self.n: trainer.should_stop = True
-
-
-class RecordVal(L.Callback):
-    def __init__(self): self.losses = {}
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if not trainer.sanity_checking: self.losses[trainer.current_epoch] = float(trainer.callback_metrics['val/loss'])
 
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,7 @@ from neuronb.core import seed_everything
 from neuronb.data import ArrayDataset, group_split, make_loader, simulate_oscillations
 from neuronb.train import (MultiTaskObjective, NonFiniteLossError, Objective, RegressionObjective, StepOutput, TaskModule,
                            TaskSpec, evaluate, fit, load_checkpoint, load_weights)
+from fit_callbacks import Interrupt, RecordVal
 
 
 class LogPower(nn.Module):
@@ -35,18 +36,6 @@ def loaders():
     splits = group_split(sim['session'], seed=0)
     return {s: make_loader(ArrayDataset(sim['x'][i], sim['y'][i], sim['session'][i]), batch_size=32,
                            shuffle=s == 'train', seed=5) for s, i in splits.items()}
-
-
-class Interrupt(L.Callback):
-    def __init__(self, n): self.n = n
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= self.n: trainer.should_stop = True
-
-
-class RecordVal(L.Callback):
-    def __init__(self): self.losses = {}
-    def on_validation_epoch_end(self, trainer, pl_module):
-        if not trainer.sanity_checking: self.losses[trainer.current_epoch] = float(trainer.callback_metrics['val/loss'])
 
 
 def _run(loaders, out, seed=1, ckpt=None, interrupt=None, epochs=4):
