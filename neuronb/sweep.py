@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import logging
 import tempfile
 import threading
 import time
@@ -36,7 +37,8 @@ import yaml
 # %% auto #0
 __all__ = ['RUN_DIR_ENV', 'SPEC_FIELDS', 'RESULT_FILES', 'under_sweep', 'output_dir', 'log_metrics', 'save_figure', 'SpecError',
            'SweepBusyError', 'SweepRun', 'SweepSpec', 'find_root', 'load_spec', 'check_notebook', 'notebook_hash',
-           'library_hash', 'git_state', 'provenance', 'run_state', 'SweepResult', 'run', 'status', 'collect']
+           'library_modules', 'library_hash', 'git_state', 'provenance', 'run_state', 'SweepResult', 'run', 'status',
+           'collect']
 
 # %% ../nbs/03_sweep.ipynb #0005
 RUN_DIR_ENV = 'NEURONB_RUN_DIR'  # set by the sweep runner to the run's folder
@@ -48,7 +50,7 @@ def under_sweep() -> bool:
     return bool(os.environ.get(RUN_DIR_ENV))
 
 def output_dir() -> Path:
-    "The run's folder under a sweep, else a temporary folder for this process (created once, printed once)."
+    "The run's folder under a sweep, else a temporary folder for this process (created once; its path is logged at INFO level, not printed, so stored notebook outputs hold no machine path)."
     global _TEMP_DIR
     if under_sweep():
         d = Path(os.environ[RUN_DIR_ENV])
@@ -56,7 +58,7 @@ def output_dir() -> Path:
         return d
     if _TEMP_DIR is None or not _TEMP_DIR.is_dir():
         _TEMP_DIR = Path(tempfile.mkdtemp(prefix='neuronb-run-'))
-        print(f"neuronb.sweep: not under a sweep, outputs go to {_TEMP_DIR}")
+        logging.getLogger('neuronb.sweep').info("not under a sweep, outputs go to %s", _TEMP_DIR)
     return _TEMP_DIR
 
 def _show_metrics(new: dict) -> None:
@@ -473,15 +475,68 @@ def notebook_hash(path: str | os.PathLike,  # an .ipynb file
         sources.append(source.replace('\r\n', '\n').rstrip())
     return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
-def library_hash() -> str:
-    "SHA-256 of the source of the `neuronb` package in use (its .py files except nbdev's `_modidx.py`)."
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\.*[\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]+)|import[ \t]+([^\n#;]+))",
+                     re.M)
+
+def _module_path(name: str, package: Path) -> Path | None:
+    "The file of module `name` ('neuronb.lfp.models') inside the package folder, or None when it is not one."
+    parts = name.split('.')[1:]
+    if not parts: return package / '__init__.py'
+    file = package.joinpath(*parts).with_suffix('.py')
+    if file.is_file(): return file
+    init = package.joinpath(*parts, '__init__.py')
+    return init if init.is_file() else None
+
+def _imported_modules(source: str,  # Python source (a module, or a notebook's code cells)
+                      module: str | None = None,  # the dotted name of the module `source` is, for relative imports
+                     ) -> set[str]:
+    "Dotted names of the `neuronb` modules a source imports, directly (`import`, `from ... import`, relative too)."
+    names = set()
+    for from_name, from_what, plain in _IMPORT.findall(source):
+        if plain:
+            names.update(n.split(' as ')[0].strip() for n in plain.split(','))
+            continue
+        if from_name.startswith('.'):
+            if module is None: continue
+            level = len(from_name) - len(from_name.lstrip('.'))
+            parent = module.split('.')[:-level]  # a package's own name ends in '.__init__', so '.' is the package
+            from_name = '.'.join([*parent, from_name.lstrip('.')]).rstrip('.')
+        names.add(from_name)
+        # `from neuronb import sweep` imports the submodule neuronb.sweep
+        names.update(f"{from_name}.{n.split(' as ')[0].strip()}" for n in from_what.strip('()').replace('\n', ' ').split(','))
+    return {n for n in names if n == 'neuronb' or n.startswith('neuronb.')}
+
+def library_modules(notebook: str | os.PathLike | None = None,  # an .ipynb file; None: the whole package
+                   ) -> list[Path]:
+    "The `neuronb` source files a notebook runs: those it imports, what they import, and their packages' `__init__`."
+    import neuronb
+    package = Path(neuronb.__file__).parent
+    if notebook is None:
+        return sorted(p for p in package.rglob('*.py') if p.name != '_modidx.py' and '__pycache__' not in p.parts)
+    nb = json.loads(Path(notebook).read_bytes().decode('utf-8'))
+    cells = [c.get('source', '') for c in nb.get('cells', []) if c.get('cell_type') == 'code']
+    pending = _imported_modules('\n'.join(''.join(s) if isinstance(s, list) else s for s in cells))
+    found: dict[str, Path] = {}
+    while pending:
+        name = pending.pop()
+        parts = name.split('.')
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            prefix = '.'.join(parts[:depth])
+            path = _module_path(prefix, package)
+            if path is None or prefix in found: continue
+            found[prefix] = path
+            own_name = prefix + ('.__init__' if path.name == '__init__.py' else '')
+            pending |= _imported_modules(path.read_text(), own_name) - set(found)
+    return sorted(set(found.values()))
+
+def library_hash(notebook: str | os.PathLike | None = None,  # an .ipynb file; None: the whole package
+                ) -> str:
+    "SHA-256 of the `neuronb` source a notebook runs (`library_modules`), or of the whole package (except `_modidx.py`)."
     import neuronb
     package = Path(neuronb.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob('*.py')):
-        rel = path.relative_to(package).as_posix()
-        if rel == '_modidx.py' or '__pycache__' in rel: continue
-        digest.update(rel.encode() + b'\0' + path.read_bytes() + b'\0')
+    for path in library_modules(notebook):
+        digest.update(path.relative_to(package).as_posix().encode() + b'\0' + path.read_bytes() + b'\0')
     return digest.hexdigest()
 
 def git_state(folder: str | os.PathLike,  # a folder inside a git work tree
@@ -504,7 +559,7 @@ def provenance(spec: SweepSpec,  # a loaded spec
     "What a run of `spec` would run with now: notebook hash, neuronb version and source hash, git commit and dirty flag."
     import neuronb
     info = dict(notebook_hash=notebook_hash(spec.notebook), neuronb_version=neuronb.__version__,
-                library_hash=library_hash(), git_commit=None, git_dirty=None)
+                library_hash=library_hash(spec.notebook), git_commit=None, git_dirty=None)
     if git: info['git_commit'], info['git_dirty'] = git_state(spec.root)
     return info
 

@@ -111,3 +111,36 @@ def test_check_names_what_is_out_of_sync(clean_tree, tmp_path):
     assert rel(other) in clean_part and rel(nb_path) not in clean_part, out
     assert 'README.md is out of date' in out, out
     assert files_under(tree) == snapshot, "the check modified the tree it checked"
+
+
+def _notebook_with_outputs(path: Path, outputs: list[dict]) -> Path:
+    "A minimal notebook whose one code cell stored `outputs`."
+    cell = {'cell_type': 'code', 'execution_count': None, 'id': '0001', 'metadata': {}, 'outputs': outputs,
+            'source': 'print(1)'}
+    path.write_text(json.dumps({'cells': [cell], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    return path
+
+
+@pytest.mark.parametrize('output, what', [
+    ({'output_type': 'stream', 'name': 'stderr', 'text': 'GPU available: False\n'}, 'output on stderr'),
+    ({'output_type': 'stream', 'name': 'stdout', 'text': 'saved to /tmp/neuronb-run-x1/metrics.json\n'},
+     'a machine path'),
+    ({'output_type': 'execute_result', 'execution_count': None, 'metadata': {},
+      'data': {'text/plain': "PosixPath('/work/main/nbs/data')"}}, 'a machine path'),
+    ({'output_type': 'stream', 'name': 'stdout', 'text': 'x.py:3: UserWarning: bad thing\n'}, 'warning text'),
+    ({'output_type': 'error', 'ename': 'ValueError', 'evalue': 'boom', 'traceback': []}, 'an error output'),
+])
+def test_output_check_names_each_kind_of_leak(tmp_path, output, what):
+    "tools/check_outputs.py: each leak is named with its notebook and cell; a clean output passes."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('check_outputs', ROOT / 'tools/check_outputs.py')
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    leaky = _notebook_with_outputs(tmp_path / 'leaky.ipynb', [output])
+    problems = check.problems_in(leaky)
+    assert len(problems) == 1 and what in problems[0] and 'cell 0' in problems[0], problems
+    clean = _notebook_with_outputs(tmp_path / 'clean.ipynb', [
+        {'output_type': 'stream', 'name': 'stdout', 'text': 'test/accuracy: 0.812 (relative path runs/a)\n'}])
+    assert check.problems_in(clean) == []
+    assert check.main([str(tmp_path / 'clean.ipynb')]) == 0
+    assert check.main([str(leaky)]) == 1

@@ -288,6 +288,34 @@ def test_library_hash_follows_the_package_source(tmp_path):
     assert hash_of_copy() != sweep.library_hash()
 
 
+def test_library_hash_of_a_notebook_covers_what_it_imports_and_nothing_else(tmp_path):
+    "A notebook's library hash follows the modules it imports (and theirs, relative imports too), not the others."
+    import neuronb
+    copy = tmp_path / 'pkg' / 'neuronb'
+    shutil.copytree(Path(neuronb.__file__).parent, copy, ignore=shutil.ignore_patterns('__pycache__'))
+    nb = tmp_path / 'uses_lfp_models.ipynb'
+    cells = [{'cell_type': 'markdown', 'metadata': {}, 'source': 'import neuronb.encoding'},  # prose does not count
+             {'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,
+              'source': ['%matplotlib inline\n', 'import numpy as np\n', 'from neuronb.lfp.models import MODELS\n',
+                         'from neuronb import sweep as S\n']}]
+    nb.write_text(json.dumps({'cells': cells, 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}))
+    code = (f"import sys, json; sys.path.insert(0, {str(copy.parent)!r}); from neuronb.sweep import library_hash, "
+            f"library_modules; print(json.dumps([library_hash({str(nb)!r}), "
+            f"[p.relative_to({str(copy)!r}).as_posix() for p in library_modules({str(nb)!r})]]))")
+    def hash_and_modules():
+        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+        return json.loads(r.stdout)
+    first, modules = hash_and_modules()
+    # direct imports, what they import relatively (lfp.models -> ..nn.attention), package __init__ files
+    for expected in ('lfp/models.py', 'sweep.py', 'nn/attention.py', 'lfp/__init__.py', '__init__.py', 'core.py'):
+        assert expected in modules, (expected, modules)
+    assert not any(m.startswith(('encoding/', 'temporal/')) for m in modules), modules
+    (copy / 'encoding' / 'models.py').write_text((copy / 'encoding' / 'models.py').read_text() + '\n# an edit\n')
+    assert hash_and_modules()[0] == first  # a module the notebook never runs
+    (copy / 'nn' / 'attention.py').write_text((copy / 'nn' / 'attention.py').read_text() + '\n# an edit\n')
+    assert hash_and_modules()[0] != first  # reached through lfp.models' relative import
+
+
 @pytest.mark.skipif(shutil.which('git') is None, reason='git is not installed')
 def test_git_state(tmp_path, monkeypatch):
     repo = tmp_path / 'repo'

@@ -2,7 +2,8 @@
 # Hygiene check: the committed tree must be exactly what the notebooks give.
 #   - neuronb/ is what `nbdev_export` writes from nbs/ (the library is never edited by hand);
 #   - the notebooks are clean (`nbdev_clean`: no execution counts, no stray metadata);
-#   - README.md is what `tools/build_docs.py --readme-only` writes from nbs/index.ipynb.
+#   - README.md is what `tools/build_docs.py --readme-only` writes from nbs/index.ipynb;
+#   - stored outputs hold no stderr, errors, warnings or machine paths (tools/check_outputs.py).
 # It works on a temporary copy of the tree (tracked files plus untracked files git does not ignore: what a commit
 # would hold), so it never modifies yours. Exit status 1, with the files and the command that fixes them, when
 # anything would change.
@@ -88,5 +89,11 @@ if [ -n "$readme" ]; then
   printf '    %s\n' $readme
   echo "  fix: make readme   (README.md is generated: edit nbs/index.ipynb)"
 fi
-[ "$status" = 0 ] && echo "hygiene: ok (library, notebooks and README.md match what the notebooks give)"
+# 3. what the site publishes: stored outputs without warnings, stderr, errors or machine paths
+if ! (cd "$COPY" && "$BIN/python" tools/check_outputs.py nbs) >"$WORK/outputs.log" 2>&1; then
+  status=1
+  echo "hygiene: stored notebook outputs the site would publish as they are:"
+  sed 's/^/    /' "$WORK/outputs.log"
+fi
+[ "$status" = 0 ] && echo "hygiene: ok (library, notebooks and README.md match what the notebooks give; stored outputs clean)"
 exit "$status"
