@@ -10,19 +10,24 @@ STAMP := $(VENV)/.neuronb-installed
 MAIN_SPEC ?= papermill_runs/lfp_cpu.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: sweep test docs readme export clean-sweeps browser venv
+.PHONY: sweep test docs readme export clean-sweeps browser venv hooks
 
 venv: $(STAMP)
 
 # One pinned install: constraints.txt holds the exact versions of everything.
-$(STAMP): constraints.txt settings.ini setup.py
+$(STAMP): constraints.txt settings.ini setup.py tools/install_hooks.py
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: neuronb needs Python 3.11"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt "pip==25.3"
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (neuronb)" >/dev/null
+	$(PY) tools/install_hooks.py
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) ($$(du -sh $(VENV) | cut -f1))"
+
+# Jupyter cleans notebooks on save; git cleans staged notebooks before a commit (make venv runs this too).
+hooks: $(STAMP)
+	$(PY) tools/install_hooks.py
 
 sweep: $(STAMP)
 	$(VENV)/bin/neuronb sweep run $(MAIN_SPEC)

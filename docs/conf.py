@@ -17,7 +17,9 @@ author = _cfg['author']
 copyright = _cfg['copyright']
 release = version = _cfg['version']
 
-extensions = ['myst_nb']
+# sphinx-mathjax-offline serves a copy of MathJax with the site (the site must work offline; Sphinx's default
+# loads MathJax from a CDN)
+extensions = ['myst_nb', 'sphinx-mathjax-offline']
 html_static_path = [str(Path(__file__).parent / '_static')]
 html_css_files = ['neuronb.css']
 root_doc = 'index'

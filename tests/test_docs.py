@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import deque
@@ -75,7 +76,7 @@ def fixture_notebook(symbol: str) -> dict:
         code('#| hide\nhidden = "HIDDEN-CELL-MARKER"'),
         code('#| echo: false\nprint("ECHO-OUTPUT-MARKER")  # ECHO-INPUT-MARKER', [out('ECHO-OUTPUT-MARKER\n')]),
         code('#| output: false\nprint("OUTPUT-FALSE-INPUT-MARKER")', [out('OUTPUT-FALSE-OUTPUT-MARKER\n')]),
-        md('## A documented function'),
+        md('## A documented function\n\nEuler, typeset: $e^{i\\pi} + 1 = 0$ (MATH-MARKER).'),
         code('#| exec_doc\ndef docs_check_fn(x: int,  # DOCMENT-MARKER\n                 ) -> int:\n'
              '    "DOCSTRING-MARKER"\n    return x'),
         code('import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 0]); plt.show()',
@@ -102,6 +103,18 @@ def exported_symbols() -> dict[str, dict[str, str]]:
             if '.' in name or name not in names: continue
             page, _, anchor = url.partition('#')
             res.setdefault(page.removesuffix('.html'), {})[name] = anchor
+    return res
+
+
+def exported_by_module() -> dict[str, list[str]]:
+    "{module: [top-level names in its __all__ that nbdev's index documents]}."
+    from neuronb._modidx import d
+    res = {}
+    for mod, syms in d['syms'].items():
+        tree = ast.parse((ROOT / (mod.replace('.', '/') + '.py')).read_text())
+        names = next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                      and any(getattr(t, 'id', None) == '__all__' for t in n.targets)), [])
+        res[mod] = [full[len(mod) + 1:] for full in syms if full[len(mod) + 1:] in names]
     return res
 
 
@@ -192,6 +205,10 @@ return {
         shown: e.offsetParent !== null && e.getBoundingClientRect().height > 0,
         sig: e.nextElementSibling ? e.nextElementSibling.innerText : ''})),
   text: (document.querySelector('article') || document.body).innerText,
+  output_text: [...document.querySelectorAll('.cell_output')].map(e => e.innerText).join('\\n'),
+  wide_code: [...document.querySelectorAll('article pre')].filter(p => p.scrollWidth > p.clientWidth + 1)
+             .map(p => p.textContent.slice(0, 80)),
+  scripts: [...document.querySelectorAll('script[src]')].map(s => s.src),
 };"""
 
 
@@ -365,3 +382,72 @@ def test_a_broken_notebook_fails_the_build_and_is_named(tmp_path, markdown, mess
     assert r.returncode == 1, r.stdout + r.stderr
     assert 'docs build failed' in r.stderr and message in r.stderr and '01_broken.ipynb' in r.stderr, r.stderr
     assert not (tmp_path / 'site').exists(), 'a failed build must not leave a site behind'
+
+
+# ------------------------------------------------------------------ what a reader sees
+
+def _check_outputs_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('check_outputs', ROOT / 'tools/check_outputs.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_no_invented_types_machine_paths_or_warnings_on_any_page(crawl):
+    "No `NoneType` from fastcore's guess; no machine path or warning text in any published output."
+    check = _check_outputs_module()
+    found = []
+    for url, page in crawl['pages'].items():
+        if 'NoneType' in page['text']: found.append(f"{url}: 'NoneType' in the page")
+        for pattern in (check.MACHINE_PATH, check.WARNING_TEXT):
+            m = pattern.search(page['output_text'])
+            if m: found.append(f"{url}: {page['output_text'][max(0, m.start() - 40): m.end() + 40]!r}")
+    assert not found, '\n'.join(found)
+
+
+def test_no_code_block_is_wider_than_its_column(crawl):
+    "Code and text outputs wrap inside the column (wide tables scroll inside their own box, by design)."
+    wide = [f"{url}: {code!r}" for url, page in crawl['pages'].items() for code in page['wide_code']]
+    assert not wide, 'code blocks that scroll sideways:\n' + '\n'.join(wide[:20])
+
+
+def test_math_is_typeset_offline(built, server, crawl, browser):
+    "MathJax is served with the site (no CDN) and typesets the fixture's formula."
+    remote = sorted({s for p in crawl['pages'].values() for s in p['scripts'] if not s.startswith(server)})
+    assert not remote, f"scripts loaded from outside the site: {remote}"
+    assert (built['site'] / '_static' / 'mathjax' / 'tex-chtml.js').is_file()
+    browser.get(page_url(server, FIXTURE_PAGE))
+    for _ in range(100):
+        n = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+        if n: break
+        time.sleep(0.1)
+    assert n >= 1, 'MathJax did not typeset the fixture page formula'
+
+
+def _search_objects(site: Path) -> dict[str, set[str]]:
+    "{module: {object names}} from Sphinx's search index (what the site's search box finds)."
+    text = (site / 'searchindex.js').read_text()
+    index = json.loads(text[text.index('(') + 1: text.rindex(')')])
+    return {module: {entry[-1] for entry in entries} for module, entries in index['objects'].items()}
+
+
+def test_search_and_general_index_know_every_exported_symbol(built, server, browser):
+    objects = _search_objects(built['site'])
+    genindex = (built['site'] / 'genindex.html').read_text()
+    missing = []
+    for module, names in exported_by_module().items():
+        for name in names:
+            if name not in objects.get(module, set()): missing.append(f'search: {module}.{name}')
+            if f'{module}.{name}' not in genindex: missing.append(f'general index: {module}.{name}')
+    assert not missing, 'exported symbols the site cannot find:\n' + '\n'.join(missing)
+    # and the search page itself, in the browser, finds one and links to its entry
+    symbol, url = built['symbol'], built['symbol_url']
+    browser.get(f"{server}search.html?q={symbol}")
+    links = []
+    for _ in range(100):
+        links = browser.execute_script("return [...document.querySelectorAll('#search-results a')].map(a => a.href)")
+        if links: break
+        time.sleep(0.1)
+    page = url.partition('#')[0]
+    assert any(page in link for link in links), f"searching {symbol!r} did not find {page}: {links}"

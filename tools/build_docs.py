@@ -8,10 +8,12 @@
 Pipeline (one process, notebooks in order):
 1. every notebook under `nbs_path` (recursively; names starting with '_' or '.' skipped) goes through nbdev's own
    notebook processors (`add_show_docs`, `exec_show_docs`, `hide_line`, ...): `show_doc` cells are added after each
-   exported definition and executed, so the API documentation is rendered by nbdev exactly as `nbdev_docs` would;
+   exported definition and executed; each API entry is then written from the object itself (`api_markdown`): a
+   Sphinx Python-domain description (so the search, the general index and intersphinx know every symbol), the
+   signature as declared, the docstring and a parameter table (name, type, default, description) from the docments;
 2. nbdev/Quarto cell directives become myst-nb cell tags (`#| hide` -> remove-cell, `#| echo: false` ->
    remove-input, `#| output: false` -> remove-output, ...) and the `#|` lines leave the displayed code; exported
-   code stays visible (it is the documentation);
+   code is folded (one click shows it): its API entry follows it;
 3. links between notebooks (`[data](01_data.ipynb)`) and backticked symbols (`` `group_split` ``) become links to
    the pages, which are named as nbdev names them (`00_core.ipynb` -> `core.html`, like `_modidx.py`'s links);
 4. Sphinx + myst-nb (execution off: the outputs stored in the notebooks, figures included, are rendered) + furo
@@ -201,6 +203,9 @@ def tags_for(d: dict) -> list[str]:
     if val('echo') == 'false': tags.append('remove-input')
     if val('output') == 'false': tags.append('remove-output')
     if val('code-fold') == 'true': tags.append('hide-input')
+    # exported code is documented by its API entry (signature, docstring, parameter table) right below it: its
+    # source is folded, one click away, instead of being shown twice
+    if {'export', 'exports', 'exporti'} & set(d) and 'hide-input' not in tags: tags.append('hide-input')
     return tags
 
 
@@ -228,12 +233,18 @@ _re_showdoc_src = re.compile(r'^\[source\]\([^)]*\)\{[^}]*\}\s*$', re.M)
 _re_showdoc_head = re.compile(r'^(#{1,6}) (\S.*?)[ \t]*$', re.M)
 
 
-def tidy_show_doc(md: str, taken: set[str]) -> tuple[str, list[str]]:
+def tidy_show_doc(md: str, taken: set[str], body: str | None = None) -> tuple[str, list[str]]:
     """Make nbdev's show_doc markdown render in Sphinx: drop Quarto-only attribute syntax and turn the symbol
     heading into an anchored title. Its id is the symbol's name (`TaskModule`, `ArrayDataset.__len__`), plus the
-    lower-case alias nbdev's `_modidx.py` links use (`#taskmodule`) unless `taken` (ids already on the page) has it."""
+    lower-case alias nbdev's `_modidx.py` links use (`#taskmodule`) unless `taken` (ids already on the page) has it.
+    `body` (from `api_markdown`) replaces nbdev's signature and table under the title; without it, nbdev's own
+    rendering stays, minus the `NoneType` fastcore invents for an unannotated parameter whose default is None."""
     md = _re_showdoc_src.sub('', md)  # '[source](github){target=...}': the exported code is shown above
     md = re.sub(r'^---\s*\n', '', md, count=1)
+    md = re.sub(r':NoneType(?==None)', '', md)
+    if body is not None:
+        title = _re_showdoc_head.search(md)
+        md = (title.group(0) + '\n\n' if title else '') + body
     anchors = []
     def head(m):
         name = m.group(2)
@@ -247,6 +258,101 @@ def tidy_show_doc(md: str, taken: set[str]) -> tuple[str, list[str]]:
                 f'{extra}<code>{esc(name)}</code></p>\n')
     md = _re_showdoc_head.sub(head, md, count=1)
     return md, anchors
+
+
+_re_showdoc_call = re.compile(r'^\s*show_doc\(\s*([A-Za-z_][\w.]*)\s*[,)]')
+
+
+def _short_repr(value) -> str:
+    "A default value as a reader wants it in a table: the repr, functions by name, long reprs cut."
+    import types
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type)): return value.__name__
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _annotation(annotation) -> str:
+    "An annotation as written (strings under `from __future__ import annotations`), '' when there is none."
+    import inspect
+    if annotation is inspect.Parameter.empty: return ''
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _cell(text: str) -> str:
+    "Text safe inside one markdown table cell."
+    return ' '.join(str(text).split()).replace('|', '\\|')
+
+
+def resolve_symbol(expr: str, module_name: str | None):
+    "The object a `show_doc(expr)` cell documents, looked up in the notebook's exported module (None if not found)."
+    import importlib
+    if not module_name: return None
+    try: namespace = vars(importlib.import_module(module_name))
+    except Exception: return None
+    head, *rest = expr.split('.')
+    obj = namespace.get(head)
+    for attr in rest:
+        if obj is None: return None
+        obj = getattr(obj, attr, None)
+    return obj
+
+
+def api_markdown(obj, name: str, module_name: str, index: bool) -> str:
+    """An API entry written from the object itself: a Sphinx Python-domain description (so the site's search, the
+    general index and intersphinx know the symbol) with the signature as declared (no type is invented for an
+    unannotated parameter), the docstring, and a parameter table from the docments (name, type, default, what it is)."""
+    import inspect
+    from fastcore.docments import docments
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    try: sig = inspect.signature(obj)
+    except (TypeError, ValueError): sig = None
+    try: docs = docments(obj) or {}
+    except Exception: docs = {}
+    kind = 'class' if inspect.isclass(obj) else ('method' if '.' in name else 'function')
+    args, rows = [], []
+    params = list(sig.parameters.values()) if sig is not None else []
+    for p in params:
+        star = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}.get(p.kind, '')
+        anno, default = _annotation(p.annotation), p.default
+        shown = star + p.name + (f': {anno}' if anno else '')
+        if default is not inspect.Parameter.empty: shown += f' = {_short_repr(default)}'
+        args.append(shown)
+        rows.append((star + p.name, anno, '' if default is inspect.Parameter.empty else _short_repr(default),
+                     docs.get(p.name) or ''))
+    returns = _annotation(sig.return_annotation) if sig is not None else ''
+    if kind == 'class': returns = ''
+    return_doc = docs.get('return') or ''
+    # fastcore gives the comment of a trailing `**kwargs,  # ...` line to 'return' when `) -> X:` follows it
+    if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD and not rows[-1][3] and return_doc:
+        try: source = inspect.getsource(target)
+        except (OSError, TypeError): source = ''
+        if re.search(rf'\*\*{params[-1].name}\s*,?\s*#\s*' + re.escape(return_doc[:20]), source):
+            rows[-1] = (*rows[-1][:3], return_doc)
+            return_doc = ''
+    short = name.rsplit('.', 1)[-1]
+    signature = f"{name if kind == 'method' else short}({', '.join(args)})" + (f' -> {returns}' if returns else '')
+    lines = [f'```{{py:{kind}}} {signature}', f':module: {module_name}']
+    if not index: lines.append(':no-index:')
+    lines.append('')
+    doc = inspect.getdoc(obj) or ''
+    if doc: lines += [doc, '']
+    if any(r[3] or r[1] for r in rows):
+        lines += ['| Parameter | Type | Default | Description |', '|:--|:--|:--|:--|']
+        lines += [f'| `{_cell(n)}` | {("`" + _cell(t) + "`") if t else ""} | {("`" + _cell(d) + "`") if d else ""} '
+                  f'| {_cell(c)} |' for n, t, d, c in rows]
+        lines.append('')
+    if returns or return_doc:
+        lines += [f"**Returns** {('`' + _cell(returns) + '`') if returns else ''}"
+                  f"{(': ' + _cell(return_doc)) if return_doc else ''}", '']
+    lines.append('```')
+    return '\n'.join(lines) + '\n'
+
+
+def exported_module(nb_path: Path) -> str | None:
+    "The module a notebook exports to (`#| default_exp lfp.models` -> 'neuronb.lfp.models'), or None."
+    from nbdev.config import get_config
+    m = re.search(r'#\|\s*default_exp\s+([\w.]+)', nb_path.read_text(encoding='utf-8'))
+    return f'{get_config().lib_name}.{m.group(1)}' if m else None
 
 
 def heading_ids(nb) -> set[str]:
@@ -338,7 +444,7 @@ def stage(nbs: Path, src: Path, log) -> dict[str, str]:
     if not notebooks: raise DocsError(f"no notebooks under {nbs}")
     pages = page_names(nbs, notebooks)
     resolved = {p.resolve(): name for p, name in pages.items()}
-    processed, anchors = {}, {}
+    processed, anchors, documented = {}, {}, set()
     for nb_path in notebooks:
         t0 = time.time()
         try: nb = nbdev_process(nb_path)
@@ -347,12 +453,20 @@ def stage(nbs: Path, src: Path, log) -> dict[str, str]:
             raise DocsError(f"{nb_path.relative_to(nbs.parent)}: {type(e).__name__}: {e}") from None
         page = pages[nb_path]
         found, taken = set(), heading_ids(nb)
+        module_name = exported_module(nb_path)
         for cell in nb.cells:
             if not _is_show_doc_output(cell): continue
+            call = _re_showdoc_call.match(strip_directive_lines(cell.source or ''))
+            obj = resolve_symbol(call.group(1), module_name) if call else None
+            body = None
+            if obj is not None:
+                qualified = f'{module_name}.{call.group(1)}'
+                body = api_markdown(obj, call.group(1), module_name, index=qualified not in documented)
+                documented.add(qualified)
             for out in cell.get('outputs', []):
                 md = out.get('data', {}).get('text/markdown')
                 if md is None: continue
-                text, a = tidy_show_doc(''.join(md), taken)
+                text, a = tidy_show_doc(''.join(md), taken, body)
                 out['data']['text/markdown'] = text
                 found.update(a)
             cell.metadata.setdefault('tags', []).append('nb-api')  # styled as an API entry (docs/_static)
