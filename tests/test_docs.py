@@ -82,6 +82,7 @@ def fixture_notebook(symbol: str) -> dict:
         code('import matplotlib.pyplot as plt\nplt.plot([0, 1, 2], [0, 1, 0]); plt.show()',
              [{'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': _png(), 'text/plain': '<Figure>'}}]),
     ]
+    cells[-1]['metadata']['tags'] = ['gallery']  # its figure goes to the landing page's gallery
     for i, c in enumerate(cells): c['id'] = f'fx{i:02d}'
     return {'cells': cells, 'nbformat': 4, 'nbformat_minor': 5,
             'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}}}
@@ -451,3 +452,50 @@ def test_search_and_general_index_know_every_exported_symbol(built, server, brow
         time.sleep(0.1)
     page = url.partition('#')[0]
     assert any(page in link for link in links), f"searching {symbol!r} did not find {page}: {links}"
+
+
+def _gallery_notebooks(nbs: Path) -> dict[Path, int]:
+    "Notebooks with a cell tagged `gallery`."
+    found = {}
+    for nb in build_docs.find_notebooks(nbs):
+        cells = json.loads(nb.read_text())['cells']
+        if any('gallery' in c.get('metadata', {}).get('tags', []) for c in cells): found[nb] = 1
+    return found
+
+
+def test_gallery_on_the_landing_page(built, server, browser):
+    "Each chapter that tags a figure `gallery` has a card on the home page: its figure, loaded, linking to it."
+    tagged = _gallery_notebooks(built['nbs'])
+    assert any(FIXTURE_DIR in str(nb) for nb in tagged)
+    browser.get(server + 'index.html')
+    cards = browser.execute_script("""return [...document.querySelectorAll('.nb-gallery-card')].map(c => ({
+        links: [...c.querySelectorAll('a[href]')].map(a => a.href),
+        img: !!c.querySelector('img') && c.querySelector('img').complete && c.querySelector('img').naturalWidth > 0}))""")
+    for nb in tagged:
+        page = page_url(server, built['pages'][nb])
+        card = next((c for c in cards if page in c['links']), None)
+        assert card is not None, f"no gallery card links to {page}: {cards}"
+        assert card['img'], f"the gallery figure of {page} did not load"
+    assert len(cards) == len(tagged)
+
+
+def test_model_table_lists_every_registered_model(built, server, browser):
+    "The home page's model table is generated from the registries: every registered model, with its parameters."
+    import importlib
+    from neuronb._modidx import d
+    from neuronb.nn.registry import Registry, n_params
+    registries = {}
+    for module_name in d['syms']:
+        registry = getattr(importlib.import_module(module_name), 'MODELS', None)
+        if isinstance(registry, Registry): registries[id(registry)] = registry
+    browser.get(server + 'index.html')
+    rows = browser.execute_script("""const t = document.getElementById('models');
+        return t ? [...t.querySelectorAll('tbody tr')].map(r => [...r.cells].map(c => c.innerText.trim())) : null""")
+    assert rows is not None, 'no Models section on the home page'
+    table = {r[0]: r for r in rows}
+    expected = [(reg, name) for reg in registries.values() for name in reg.names()]
+    assert expected, 'no model registry found in the library'
+    for reg, name in expected:
+        assert name in table, f"{reg.kind} {name!r} is not in the model table: {sorted(table)}"
+        assert table[name][4] == f"{n_params(reg.build(name)):,}", (name, table[name])
+    assert len(rows) == len(expected)

@@ -55,13 +55,20 @@ class DocsError(Exception):
 
 # ------------------------------------------------------------------ notebooks and their page names
 
+def _section_rank(folder: Path) -> tuple[int, str]:
+    "Sub-folders in the order of `SECTION_TITLES` (building blocks, then the tracks, then interpretability), then by name."
+    order = list(SECTION_TITLES)
+    name = re.sub(r'^\d+_', '', folder.name)
+    return (order.index(name) if name in order else len(order), folder.name)
+
+
 def find_notebooks(nbs: Path) -> list[Path]:
     "Notebooks under `nbs`, in reading order: index first, then files, then sub-folders, each sorted by name."
     def walk(d: Path) -> list[Path]:
         entries = sorted(p for p in d.iterdir() if not p.name.startswith(('_', '.')))
         files = [p for p in entries if p.is_file() and p.suffix == '.ipynb']
         files.sort(key=lambda p: (p.name != 'index.ipynb', p.name))
-        dirs = [p for p in entries if p.is_dir()]
+        dirs = sorted((p for p in entries if p.is_dir()), key=_section_rank)
         return files + [f for sub in dirs for f in walk(sub)]
     if not nbs.is_dir(): raise DocsError(f"notebook folder not found: {nbs}")
     return walk(nbs)
@@ -424,16 +431,118 @@ def _toctree(entries: list[str], caption: str | None = None) -> str:
     return '```{toctree}\n' + opts + '\n' + '\n'.join(entries) + '\n```\n'
 
 
+# Sidebar sections: one per sub-package (a folder of nbs/ is a sub-package of the library), named for readers with
+# the package next to it; a folder not listed here gets its own name.
+# Their order is the sidebar's: the layer of building blocks, the tracks, then interpretability (which uses them all).
+SECTION_TITLES = {'nn': 'Building blocks', 'lfp': 'LFP', 'temporal': 'Temporal encoders', 'encoding': 'fMRI encoding',
+                  'video': 'Video', 'eeg': 'EEG', 'neurofm': 'NeuroFMx', 'interpret': 'Interpretability'}
+
+
+def section_caption(folder: str) -> str:
+    from nbdev.config import get_config
+    name = re.sub(r'^\d+_', '', folder)
+    return f"{SECTION_TITLES.get(name, name)} ({get_config().lib_name}.{name})"
+
+
 def navigation(pages: list[str]) -> str:
-    "Hidden toctrees in reading order: top-level pages, then one captioned section per sub-folder."
+    "Hidden toctrees in reading order: top-level pages (the foundation), then one captioned section per sub-folder."
     top = [p for p in pages if '/' not in p and p != 'index']
     groups: dict[str, list[str]] = {}
     for p in pages:
         if '/' in p: groups.setdefault(p.split('/', 1)[0], []).append(p)
-    parts = [_toctree(top)] if top else []
+    parts = [_toctree(top, caption='Foundation')] if top else []
     for folder, entries in groups.items():
-        parts.append(_toctree(entries, caption=re.sub(r'^\d+_', '', folder)))
+        parts.append(_toctree(entries, caption=section_caption(folder)))
     return '\n'.join(parts)
+
+
+# ------------------------------------------------------------------ landing page: gallery and model table
+
+def gallery(notebooks: list[Path], pages: dict[Path, str], src: Path, titles: dict[Path, str]) -> str:
+    """A figure per chapter that tags one figure cell `gallery` (cell metadata tags), linking to the chapter: the
+    landing page's gallery, built from the figures stored in the notebooks so it cannot drift from them."""
+    import base64
+    import json as _json
+    cards = []
+    for nb_path in notebooks:
+        cells = _json.loads(nb_path.read_text(encoding='utf-8'))['cells']
+        for cell in cells:
+            if 'gallery' not in cell.get('metadata', {}).get('tags', []): continue
+            png = next((o['data']['image/png'] for o in cell.get('outputs', []) if 'image/png' in o.get('data', {})),
+                       None)
+            if png is None:
+                raise DocsError(f"{nb_path.name}: a cell tagged 'gallery' has no stored PNG figure (run the notebook)")
+            page = pages[nb_path]
+            image = src / '_gallery' / (page.replace('/', '__') + '.png')
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.write_bytes(base64.b64decode(''.join(png) if isinstance(png, list) else png))
+            cards.append(f"[![{titles[nb_path]}](_gallery/{image.name})]({page}.html)\n\n"
+                         f"[{titles[nb_path]}]({page}.html)\n")
+            break
+    if not cards: return ''
+    body = '\n'.join(f':::{{container}} nb-gallery-card\n{c}:::\n' for c in cards)
+    return f"## Gallery\n\nOne figure from each track's experiment; click through to the chapter.\n\n" \
+           f"::::{{container}} nb-gallery\n{body}::::\n"
+
+
+def _shapes(value) -> str:
+    "Shapes of a tensor, a tuple of tensors, or a dataclass/dict of them, for the model table."
+    import dataclasses
+    import torch
+    if isinstance(value, torch.Tensor): return '(' + ', '.join(str(n) for n in value.shape) + ')'
+    if dataclasses.is_dataclass(value): value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return ', '.join(f'{k}: {_shapes(v)}' for k, v in value.items() if isinstance(v, (torch.Tensor, dict, tuple, list)))
+    if isinstance(value, (tuple, list)): return ', '.join(_shapes(v) for v in value)
+    return type(value).__name__
+
+
+def model_table() -> str:
+    """The models registered in the library's model registries (`MODELS = Registry('<track> model')`), each built
+    from its defaults and run on its own `example_input()`: name, track, input and output shapes, trainable
+    parameters and the chapter that defines it. Generated at build time, so it cannot drift from the code."""
+    import importlib
+    import torch
+    from nbdev.config import get_config
+    from neuronb._modidx import d
+    from neuronb.nn.registry import Registry, n_params
+    lib = get_config().lib_name
+    rows, seen = [], set()
+    for module_name in sorted(d['syms']):
+        try: module = importlib.import_module(module_name)
+        except Exception as e: raise DocsError(f"model table: importing {module_name} failed: {type(e).__name__}: {e}")
+        registry = getattr(module, 'MODELS', None)
+        if not isinstance(registry, Registry) or id(registry) in seen: continue
+        seen.add(id(registry))
+        for name in registry.names():
+            builder = registry[name]
+            where = f"model table: {registry.kind} {name!r} ({module_name})"
+            try:
+                torch.manual_seed(0)
+                model = registry.build(name).eval()
+                example = model.example_input(batch_size=2)
+                with torch.no_grad():
+                    output = model(*example) if isinstance(example, tuple) else model(example)
+            except Exception as e:
+                raise DocsError(f"{where}: building it from its defaults and running its example_input() failed "
+                                f"({type(e).__name__}: {e}); every registered model must build from its defaults and "
+                                f"define example_input(batch_size)")
+            home = d['syms'].get(builder.__module__, {}).get(f'{builder.__module__}.{builder.__qualname__}')
+            page = home[0].rsplit('/', 1)[-1] if home else ''
+            url = home[0] if home else ''
+            chapter = url.split(get_config().doc_baseurl.strip('/') + '/', 1)[-1].partition('#')[0] if url else ''
+            track = module_name.split('.')[1] if module_name.count('.') >= 1 else module_name
+            rows.append((name, track, _shapes(example), _shapes(output), f'{n_params(model):,}', chapter,
+                         builder.__qualname__))
+    if not rows: return ''
+    lines = ['## Models', '',
+             'Every model registered in the library, built from its defaults (small CPU sizes; the chapters and the '
+             'sweep specs give the full sizes) and run on its example input. Generated when the site is built.', '',
+             '| model | track | input (batch 2) | output | trainable parameters | chapter |', '|:--|:--|:--|:--|--:|:--|']
+    for name, track, inp, out, params, chapter, qualname in rows:
+        link = f'[{chapter.removesuffix(".html")}]({chapter}#{qualname})' if chapter else ''
+        lines.append(f'| `{name}` | {track} | {_cell(inp)} | {_cell(out)} | {params} | {link} |')
+    return '\n'.join(lines) + '\n'
 
 
 def stage(nbs: Path, src: Path, log) -> dict[str, str]:
@@ -484,6 +593,9 @@ def stage(nbs: Path, src: Path, log) -> dict[str, str]:
                 if md is not None: out['data']['text/markdown'] = linker.linkify(''.join(md), page)
         to_myst(nb)
         if page == 'index':
+            titles = {p: (_frontmatter(processed[p]).get('title') or pages[p]) for p in notebooks}
+            landing = gallery(notebooks, pages, src, titles) + '\n' + model_table()
+            if landing.strip(): nb.cells.append(mk_cell(landing, 'markdown'))
             nb.cells.append(mk_cell(navigation(list(pages.values())), 'markdown'))
         dest = src / f'{page}.ipynb'
         dest.parent.mkdir(parents=True, exist_ok=True)
