@@ -146,7 +146,7 @@ class ArrayDataset(Dataset):
     "Items {'x', 'y', 'group'} from in-memory arrays."
     def __init__(self, x,  # inputs, shape (n_items, ...)
                  y,  # targets: class ids (n_items,) or values (n_items, n_outputs)
-                 group=None,  # optional integer group id per item (n_items,)
+                 group: np.ndarray | None = None,  # optional integer group id per item (n_items,)
                 ):
         self.x = torch.as_tensor(np.asarray(x))
         self.y = torch.as_tensor(np.asarray(y))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from torch.utils.data import DataLoader
 from torch import nn
 from torchmetrics import classification as tmc
 from torchmetrics import regression as tmr
@@ -509,12 +510,12 @@ def _has_val(train_dataloaders, val_dataloaders, datamodule) -> bool:
     return False
 
 def fit(module: TaskModule,  # what to train (a model with its objective)
-        train_dataloaders=None,  # training DataLoader (or use `datamodule`)
-        val_dataloaders=None,  # validation DataLoader, optional
+        train_dataloaders: DataLoader | None = None,  # training DataLoader (or use `datamodule`)
+        val_dataloaders: DataLoader | None = None,  # validation DataLoader, optional
         datamodule: L.LightningDataModule | None = None,  # alternative to the dataloaders
         max_epochs: int = 10,  # epochs to train
         seed: int = 0,  # the one seed of the run
-        out_dir=None,  # folder for checkpoints and logs (default: a new temporary folder)
+        out_dir: str | os.PathLike | None = None,  # folder for checkpoints and logs (default: a new temporary folder)
         accelerator: str = 'auto',  # 'auto', 'cpu', 'cuda' or 'mps'
         devices: int | str | list = 'auto',  # devices per node: 'auto', a count, -1 for all, or a list of ids
         precision: str = 'auto',  # 'auto' (bf16-mixed on capable GPUs, else 32-true) or a Lightning precision
@@ -524,7 +525,7 @@ def fit(module: TaskModule,  # what to train (a model with its objective)
         early_stopping_patience: int | None = None,  # stop after this many epochs without improvement of `monitor`
         monitor: str | None = None,  # metric that picks the best checkpoint (default 'val/loss', else 'train/loss')
         mode: str = 'min',  # 'min' or 'max' for `monitor`
-        ckpt_path=None,  # resume training from this checkpoint
+        ckpt_path: str | os.PathLike | None = None,  # resume training from this checkpoint
         progress_bar: bool | None = None,  # show a progress bar (default: only in a terminal, not in notebooks or sweeps)
         log_every_n_steps: int = 10,  # how often to log within an epoch
         callbacks: Sequence[L.Callback] = (),  # extra Lightning callbacks
@@ -575,7 +576,7 @@ def fit(module: TaskModule,  # what to train (a model with its objective)
 @torch.inference_mode()
 def predict(module: TaskModule,  # trained module
             dataloader,  # batches of {'x', 'y', optional 'group'}
-            checkpoint=None,  # optional checkpoint to load first
+            checkpoint: str | os.PathLike | None = None,  # optional checkpoint to load first
             accelerator: str = 'auto',  # where to run
            ) -> dict[str, torch.Tensor | None]:
     "Outputs (`Objective.predict`), targets and group ids of a whole split, on the CPU: {'output', 'y', 'group'}."
@@ -639,7 +640,7 @@ def score_outputs(output: torch.Tensor,  # (n_items, n_classes) logits or (n_ite
 def plot_confusion(cm,  # (n_classes, n_classes) counts, rows are true classes
                    class_names: Sequence[str] | None = None,  # names for the axes
                    title: str = '',
-                   ax=None):
+                   ax: 'plt.Axes | None' = None):
     "A confusion-matrix heat map with counts and row percentages."
     import matplotlib.pyplot as plt
     cm = np.asarray(cm)
@@ -657,9 +658,9 @@ def plot_confusion(cm,  # (n_classes, n_classes) counts, rows are true classes
 
 def evaluate(module: TaskModule,  # the module (architecture); weights come from `checkpoint` if given
              dataloader,  # the split to score
-             checkpoint=None,  # checkpoint to load (weights only), e.g. `FitResult.best_checkpoint`
+             checkpoint: str | os.PathLike | None = None,  # checkpoint to load (weights only), e.g. `FitResult.best_checkpoint`
              split: str = 'test',  # name used as metric prefix and in file names
-             out_dir=None,  # where to write metrics_<split>.json and confusion_<split>.png (local or URL)
+             out_dir: str | os.PathLike | None = None,  # where to write metrics_<split>.json and confusion_<split>.png (local or URL)
              class_names: Sequence[str] | None = None,  # class labels for the figure
              aggregate_by_group: bool = False,  # also score per group (mean of outputs over each group's items)
              accelerator: str = 'auto',  # where to run
@@ -691,7 +692,7 @@ def evaluate(module: TaskModule,  # the module (architecture); weights come from
 @torch.inference_mode()
 def evaluate_objective(module: TaskModule,  # module whose objective is scored
                        dataloader,  # the split
-                       checkpoint=None,  # checkpoint to load first
+                       checkpoint: str | os.PathLike | None = None,  # checkpoint to load first
                        split: str = 'test',  # metric-name prefix
                        accelerator: str = 'auto',  # where to run
                       ) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def _load_npz(path) -> dict[str, np.ndarray]:
     except Exception as e: raise ValueError(f"{os.fspath(path)} is not a readable npz file ({type(e).__name__}: {e})") from None
 
 def read_npz(path,  # npz with the stimulus (and run, and bold unless `bold_path` is given); local or URL
-             bold_path=None,  # separate npz with 'bold' (and optionally its own 'run')
+             bold_path: str | os.PathLike | None = None,  # separate npz with 'bold' (and optionally its own 'run')
              n_frames: int | None = None,  # resample ragged frames to this many per TR (see `frames_to_trs`)
              n_features: int | None = None,  # the feature dimension a model expects (checked)
             ) -> EncodingData:

@@ -5,6 +5,7 @@
 # %% ../../nbs/encoding/03_models.ipynb #0003
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -336,7 +337,7 @@ def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
                        lr: float = 5e-3,  # peak learning rate
                        weight_decay: float = 0.05,  # AdamW weight decay
                        seed: int = 0,  # the one seed
-                       out_dir=None,  # checkpoints and logs (default: a temporary folder)
+                       out_dir: str | os.PathLike | None = None,  # checkpoints and logs (default: a temporary folder)
                        accelerator: str = 'auto',  # where to train
                        **fit_kwargs,  # anything else for `neuronb.train.fit`
                       ) -> EncodingFit:
