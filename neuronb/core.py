@@ -31,12 +31,12 @@ __all__ = ['PathLike', 'seed_everything', 'pick_accelerator', 'pick_precision', 
 # %% ../nbs/00_core.ipynb #0006
 def seed_everything(seed: int,  # the one seed of an experiment
                     workers: bool = True,  # also seed DataLoader worker processes (via Lightning's hook)
-                   ) -> int:
-    "Seed python, numpy, torch (and Lightning's worker seeding); returns the seed."
+                   ) -> None:
+    "Seed python, numpy, torch (and Lightning's worker seeding). Returns nothing, so a notebook cell ending with it shows no stray value."
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
     from lightning.pytorch import seed_everything as _pl_seed
-    return _pl_seed(int(seed), workers=workers, verbose=False)
+    _pl_seed(int(seed), workers=workers, verbose=False)
 
 # %% ../nbs/00_core.ipynb #0009
 _ACCELERATORS = ('cpu', 'cuda', 'gpu', 'mps')
