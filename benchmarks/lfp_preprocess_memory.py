@@ -6,6 +6,15 @@ Writes a simulated raw trial table of `--animals` x `--trials` trials (default 3
 numpy/Python allocations (tracemalloc) and of Arrow's memory pool during preprocessing, and the throughput in trials per second. Prints ratios, asserts nothing about time.
 
     .venv/bin/python benchmarks/lfp_preprocess_memory.py [--animals 32 --trials 2400 --chunk 2048]
+
+With `--growth`, a cohort is written twice, the second with ten times the trials: ten times the sessions of the
+same length (`--scale sessions`, the default; the raw file's row groups, one per session, keep their size) or ten
+times the trials per session (`--scale trials`), and each of three consumers runs in a fresh child at both sizes: `preprocess`, the index of a
+`ParquetSequenceDataset` over the train split (8-trial windows at stride 1, as the experiments train) and the
+classical baseline's per-trial quantities (`trial_quantities`). It prints the peak numpy/Python allocations
+(tracemalloc) of each at both sizes and their growth ratio (1.0: independent of the number of trials; 10: linear).
+
+    nice -n 10 .venv/bin/python benchmarks/lfp_preprocess_memory.py --growth --animals 32 --trials 240
 """
 import argparse
 import multiprocessing as mp
@@ -35,6 +44,52 @@ def _preprocess(raw, out, chunk, q):
     q.put((secs, stats['n_trials'], py_peak / 2**20, pa.default_memory_pool().max_memory() / 2**20, rss0 / 1024))
 
 
+def _dataset_index(out, q):
+    import tracemalloc
+    from neuronb.lfp.data import ParquetSequenceDataset
+    tracemalloc.start()
+    ds = ParquetSequenceDataset(os.path.join(out, 'train.parquet'), n_trials=8, stride=1)
+    held = tracemalloc.get_traced_memory()[0]
+    q.put((tracemalloc.get_traced_memory()[1] / 2**20, held / 2**20, len(ds)))
+
+
+def _baseline_quantities(raw, q):
+    import tracemalloc
+    from neuronb.lfp.baseline import trial_quantities
+    tracemalloc.start()
+    quantities = trial_quantities(raw)
+    held = tracemalloc.get_traced_memory()[0]
+    q.put((tracemalloc.get_traced_memory()[1] / 2**20, held / 2**20, len(quantities['meta'])))
+
+
+def _growth(a, d):
+    "Peak allocations of preprocess, the dataset index and the baseline's quantities at n and 10 n trials per session."
+    from neuronb.lfp.simulate import write_simulated
+    rows = {}
+    sizes = [(a.animals, a.trials), (10 * a.animals, a.trials)] if a.scale == 'sessions' else [(a.animals, a.trials), (a.animals, 10 * a.trials)]
+    for animals, trials in sizes:
+        raw = os.path.join(d, f'raw{animals}x{trials}.parquet')
+        out = os.path.join(d, f'prep{animals}x{trials}')
+        write_simulated(raw, n_animals=animals, n_trials=trials, seed=0)
+        n = animals * trials
+        (secs, _, py_peak, arrow_peak, _), rss_peak, _ = _child_peak(_preprocess, raw, out, a.chunk)
+        index_peak = index_held = base_peak = base_held = float('nan'); n_seq = 0
+        if not a.preprocess_only:
+            (index_peak, index_held, n_seq), _, _ = _child_peak(_dataset_index, out)
+            (base_peak, base_held, _), _, _ = _child_peak(_baseline_quantities, raw)
+        rows[n] = {'preprocess peak MiB': py_peak, 'preprocess RSS MiB': rss_peak, 'preprocess arrow MiB': arrow_peak,
+                   'dataset index peak MiB': index_peak, 'dataset index held MiB': index_held,
+                   'baseline peak MiB': base_peak, 'baseline held MiB': base_held}
+        print(f"{n:,} trials ({animals} sessions x {trials}): preprocess {secs:.0f} s, " +
+              ', '.join(f"{k} {v:,.1f}" for k, v in rows[n].items()) + f"; {n_seq:,} training sequences", flush=True)
+    small, large = sorted(rows)
+    print(f"growth from {small:,} to {large:,} trials (x{large / small:.0f}):")
+    for k in rows[small]:
+        print(f"  {k:<24} {rows[small][k]:9,.1f} -> {rows[large][k]:9,.1f}   ratio {rows[large][k] / max(rows[small][k], 1e-9):5.2f}")
+    for k in ('dataset index held MiB', 'baseline held MiB'):
+        print(f"  {k.replace(' MiB', '')} per trial: {2**20 * rows[large][k] / large:,.0f} bytes")
+
+
 def _child_peak(target, *args):
     ctx = mp.get_context('spawn')
     q = ctx.Queue()
@@ -52,7 +107,17 @@ def main():
     ap.add_argument('--trials', type=int, default=2400, help='trials per session (one session per animal)')
     ap.add_argument('--chunk', type=int, default=2048)
     ap.add_argument('--dir', default=None, help='working folder (default: a temporary folder, removed afterwards)')
+    ap.add_argument('--growth', action='store_true', help='measure at --trials and 10x --trials per session and print growth ratios')
+    ap.add_argument('--preprocess-only', action='store_true', help='with --growth: measure preprocess alone')
+    ap.add_argument('--scale', choices=('sessions', 'trials'), default='sessions',
+                    help="with --growth: ten times the sessions of the same length (default), or ten times the trials per "
+                         "session (the raw file's row groups, one per session, then grow too, and the reader's buffers with them)")
     a = ap.parse_args()
+    if a.growth:
+        d = a.dir or tempfile.mkdtemp(prefix='lfp-bench-')
+        try: return _growth(a, d)
+        finally:
+            if a.dir is None: shutil.rmtree(d, ignore_errors=True)
     from neuronb.lfp.simulate import write_simulated
     d = a.dir or tempfile.mkdtemp(prefix='lfp-bench-')
     try:

@@ -228,3 +228,22 @@ def test_session_too_short_for_n_trials_is_named(frame, tmp_path):
         ds = ParquetSequenceDataset(str(tmp_path / 'prep' / f'{split}.parquet'), n_trials=8, short='warn')
     assert any("'KO003-S0'" in str(w.message) for w in caught)
     assert len(ds) > 0
+
+
+def test_phase_options_refuse_bad_input(raw, tmp_path):
+    "Phase planes: a wrong option value, a file written without them, a power-only model fed them; each error names it."
+    import torch
+    from neuronb.lfp.data import phase_itpc
+    from neuronb.lfp.models import MODELS
+    with pytest.raises(TypeError, match="phase must be True or False, got 'yes'"):
+        preprocess(raw, str(tmp_path / 'out'), phase='yes')
+    _nothing_written(str(tmp_path / 'out'))
+    out = str(tmp_path / 'plain')
+    preprocess(raw, out, seed=0)
+    with pytest.raises(ValueError) as e: ParquetSequenceDataset(f'{out}/train.parquet', n_trials=4, phase=True)
+    assert 'train.parquet' in str(e.value) or 'phase_mean' in str(e.value)
+    assert 'phase=True' in str(e.value)
+    with pytest.raises(ValueError, match='phase must be True or False'): MODELS.build('vit3d', phase=1)
+    power_only = MODELS.build('vit3d', depth=1, d_model=16)
+    with pytest.raises(ValueError, match=r'phase=False'): power_only(MODELS.build('vit3d', depth=1, d_model=16, phase=True).example_input())
+    with pytest.raises(ValueError, match=r'\(\.\.\., n_trials, 2, n_freqs, n_times\)'): phase_itpc(np.zeros((4, 3, 12, 16)))

@@ -32,8 +32,9 @@ _log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['META_COLUMNS', 'SPLITS', 'check_raw_types', 'ParquetTrials', 'SQLTrials', 'as_trial_source', 'read_metadata',
-           'split_sessions', 'check_splits', 'SpectrogramConfig', 'spectrogram_batch', 'trials_to_spectrograms',
-           'remove_stale_temps', 'preprocess', 'ParquetSequenceDataset', 'SpecAugment', 'LFPDataModule']
+           'read_sessions', 'split_sessions', 'check_splits', 'SpectrogramConfig', 'spectrogram_batch', 'phase_batch',
+           'trials_to_spectrograms', 'phase_itpc', 'remove_stale_temps', 'preprocess', 'ParquetSequenceDataset',
+           'SpecAugment', 'LFPDataModule']
 
 # %% ../../nbs/lfp/02_data.ipynb #0005
 def _is_string(t: pa.DataType) -> bool:
@@ -125,7 +126,11 @@ class ParquetTrials:
                 missing = [c for c in (columns or []) if c not in parquet_file.schema_arrow.names]
                 if missing: raise ValueError(f"{self._file_name(f)}: missing column(s) {missing}; expected {list(RAW_COLUMNS)}")
                 check_raw_types(parquet_file.schema_arrow, self._file_name(f))
-                reader = parquet_file.iter_batches(batch_size=batch_size, columns=None if columns is None else list(columns))
+                # one row group at a time: Arrow's reader would otherwise read ahead across row groups, holding
+                # a growing share of the file (measured: most of a 38k-trial table) while the batches stream
+                reader = (batch for group in range(parquet_file.num_row_groups)
+                          for batch in parquet_file.iter_batches(batch_size=batch_size, row_groups=[group],
+                                                                 columns=None if columns is None else list(columns)))
                 while True:
                     try: batch = next(reader)
                     except StopIteration: break
@@ -200,30 +205,28 @@ def as_trial_source(source,  # a path/URL of parquet, a ParquetTrials/SQLTrials,
 # %% ../../nbs/lfp/02_data.ipynb #0008
 META_COLUMNS = ('session_id', 'animal_id', 'genotype', 'trial_index', 'sfreq', 'stim_onset_s')
 
-def read_metadata(source,  # trial source (see `as_trial_source`)
-                  genotypes: Sequence[str] = GENOTYPES,  # known genotype labels, in label order; every one needs trials
-                  batch_size: int = 65536,  # rows per read
-                 ) -> 'pd.DataFrame':
-    "Read and validate the trial table's metadata columns (no traces); one row per trial."
-    import pandas as pd
-    source = as_trial_source(source)
+def _check_columns(source, genotypes):
     if len(genotypes) < 2 or len(set(genotypes)) != len(genotypes):
         raise ValueError(f"genotypes must name at least two distinct labels (a classifier needs two classes), got {list(genotypes)}")
     have = source.columns()
     missing = [c for c in RAW_COLUMNS if c not in have]
     if missing: raise ValueError(f"{source.name}: missing required column(s) {missing}; expected {list(RAW_COLUMNS)}, found {have}")
-    parts = [b.to_pandas() for b in source.batches(META_COLUMNS, batch_size)]
-    meta = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(META_COLUMNS))
-    if len(meta) == 0: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
+
+def _check_rows(meta: 'pd.DataFrame',  # metadata rows (one chunk or the whole table)
+                name: str,  # the source, named in errors
+                genotypes: Sequence[str],  # known genotype labels
+                row0: int,  # row number of meta's first row in the whole table
+               ) -> 'pd.DataFrame':
+    "Checks that need one row at a time (missing values, whole trial indices, finite rates and onsets, known genotypes); returns meta typed."
     for c in META_COLUMNS:
         if meta[c].isna().any():
-            raise ValueError(f"{source.name}: column {c!r} has missing values (first at row {int(np.flatnonzero(meta[c].isna())[0])})")
+            raise ValueError(f"{name}: column {c!r} has missing values (first at row {row0 + int(np.flatnonzero(meta[c].isna())[0])})")
     meta['session_id'] = meta.session_id.astype(str); meta['animal_id'] = meta.animal_id.astype(str)
     meta['genotype'] = meta.genotype.astype(str)
     fractional = meta.trial_index.to_numpy(np.float64) % 1 != 0
     if fractional.any():
         r = meta[fractional].iloc[0]
-        raise ValueError(f"{source.name}: column 'trial_index' must hold whole numbers, got {r.trial_index} in session {r.session_id!r}")
+        raise ValueError(f"{name}: column 'trial_index' must hold whole numbers, got {r.trial_index} in session {r.session_id!r}")
     meta['trial_index'] = meta.trial_index.astype(np.int64)
     for c, unit in (('sfreq', 'Hz'), ('stim_onset_s', 's')):
         values = meta[c].to_numpy(np.float64)
@@ -231,12 +234,26 @@ def read_metadata(source,  # trial source (see `as_trial_source`)
         if c == 'sfreq': bad |= values <= 0
         if bad.any():
             r = meta[bad].iloc[0]
-            raise ValueError(f"{source.name}: column {c!r} has {r[c]} {unit} in session {r.session_id!r}, trial_index "
+            raise ValueError(f"{name}: column {c!r} has {r[c]} {unit} in session {r.session_id!r}, trial_index "
                              f"{r.trial_index}; expected a finite{' positive' if c == 'sfreq' else ''} number")
     bad = sorted(set(meta.genotype) - set(genotypes))
     if bad:
         s = meta.session_id[meta.genotype.isin(bad)].iloc[0]
-        raise ValueError(f"{source.name}: column 'genotype' has unknown label(s) {bad} (e.g. session {s!r}); known: {list(genotypes)}")
+        raise ValueError(f"{name}: column 'genotype' has unknown label(s) {bad} (e.g. session {s!r}); known: {list(genotypes)}")
+    return meta
+
+def read_metadata(source,  # trial source (see `as_trial_source`)
+                  genotypes: Sequence[str] = GENOTYPES,  # known genotype labels, in label order; every one needs trials
+                  batch_size: int = 65536,  # rows per read
+                 ) -> 'pd.DataFrame':
+    "Read and validate the trial table's metadata columns (no traces); one row per trial."
+    import pandas as pd
+    source = as_trial_source(source)
+    _check_columns(source, genotypes)
+    parts = [b.to_pandas() for b in source.batches(META_COLUMNS, batch_size)]
+    meta = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(META_COLUMNS))
+    if len(meta) == 0: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
+    meta = _check_rows(meta, source.name, genotypes, 0)
     absent = [g for g in genotypes if g not in set(meta.genotype)]
     if absent:
         raise ValueError(f"{source.name}: column 'genotype' has only {sorted(set(meta.genotype))}, no trials of {absent}; "
@@ -255,6 +272,70 @@ def read_metadata(source,  # trial source (see `as_trial_source`)
         raise ValueError(f"{source.name}: session {r.session_id!r} has trial_index {r.trial_index} more than once")
     meta['label'] = meta.genotype.map({g: i for i, g in enumerate(genotypes)}).astype(np.int64)
     return meta
+
+class _SeenIndices:
+    "Integers seen so far, one bit each, in blocks of 32,768 (4 KiB per block touched): a duplicate check whose memory does not grow with the rows of a session of up to 32,768 trials."
+    block = 1 << 15
+    def __init__(self): self.blocks: dict[int, np.ndarray] = {}
+
+    def add(self, values: np.ndarray,  # distinct int64 values
+           ) -> int | None:
+        "Mark `values` as seen; returns the first one that was seen before (or None)."
+        block_of, offset = np.divmod(values, self.block)
+        for b in np.unique(block_of):
+            bits = self.blocks.setdefault(int(b), np.zeros(self.block // 8, np.uint8))
+            in_block = block_of == b
+            byte = offset[in_block] >> 3
+            mask = np.left_shift(1, offset[in_block] & 7).astype(np.uint8)
+            seen = (bits[byte] & mask) != 0
+            if seen.any(): return int(values[in_block][seen][0])
+            np.bitwise_or.at(bits, byte, mask)
+        return None
+
+    @property
+    def nbytes(self) -> int: return sum(b.nbytes for b in self.blocks.values())
+
+def read_sessions(source,  # trial source (see `as_trial_source`)
+                  genotypes: Sequence[str] = GENOTYPES,  # known genotype labels, in label order; every one needs trials
+                  batch_size: int = 65536,  # rows per read
+                 ) -> 'pd.DataFrame':
+    "The checks of `read_metadata` in one streamed pass that keeps per-session aggregates only; one row per session."
+    import pandas as pd
+    source = as_trial_source(source)
+    _check_columns(source, genotypes)
+    per_session: dict[str, dict] = {}  # session -> animal, genotype, trial count
+    seen: dict[str, _SeenIndices] = {}  # session -> trial indices seen (bitmaps)
+    genotype_of: dict[str, str] = {}  # animal -> genotype
+    rates: set[float] = set()
+    row0 = 0
+    for batch in source.batches(META_COLUMNS, batch_size):
+        meta = _check_rows(batch.to_pandas(), source.name, genotypes, row0)
+        row0 += len(meta)
+        rates |= set(meta.sfreq.astype(float).unique().tolist())
+        if len(rates) > 1: raise ValueError(f"{source.name}: column 'sfreq' has several rates {sorted(rates)[:5]}; resample to one rate first")
+        dup = meta.duplicated(['session_id', 'trial_index'])
+        if dup.any():
+            r = meta[dup].iloc[0]
+            raise ValueError(f"{source.name}: session {r.session_id!r} has trial_index {r.trial_index} more than once")
+        for (session, animal, genotype), rows in meta.groupby(['session_id', 'animal_id', 'genotype'], sort=False).trial_index:
+            if genotype_of.setdefault(animal, genotype) != genotype:
+                raise ValueError(f"{source.name}: animal {animal!r} has more than one genotype")
+            entry = per_session.setdefault(session, {'animal_id': animal, 'genotype': genotype, 'n_trials': 0})
+            if entry['animal_id'] != animal: raise ValueError(f"{source.name}: session {session!r} has more than one animal_id")
+            if entry['genotype'] != genotype: raise ValueError(f"{source.name}: animal {animal!r} has more than one genotype")
+            again = seen.setdefault(session, _SeenIndices()).add(rows.to_numpy(np.int64))
+            if again is not None: raise ValueError(f"{source.name}: session {session!r} has trial_index {again} more than once")
+            entry['n_trials'] += len(rows)
+    if not per_session: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
+    sessions = pd.DataFrame([{'session_id': s, **v} for s, v in per_session.items()])
+    absent = [g for g in genotypes if g not in set(sessions.genotype)]
+    if absent:
+        raise ValueError(f"{source.name}: column 'genotype' has only {sorted(set(sessions.genotype))}, no trials of {absent}; "
+                         f"every genotype in genotypes={list(genotypes)} needs trials (a classifier needs both classes)")
+    sessions['sfreq'] = float(next(iter(rates)))
+    sessions['label'] = sessions.genotype.map({g: i for i, g in enumerate(genotypes)}).astype(np.int64)
+    sessions.attrs['index_bytes'] = sum(s.nbytes for s in seen.values())  # the duplicate check's bitmaps
+    return sessions
 
 def split_sessions(meta,  # metadata from `read_metadata`
                    fractions: Sequence[float] = (0.6, 0.2, 0.2),  # share of animals in train, val, test
@@ -314,32 +395,61 @@ def _windows(cfg: SpectrogramConfig, sfreq: float, onset_s: float, n_samp: int, 
                          f"baseline window {cfg.baseline_s} s and response window {cfg.response_s} s")
     return (b0, b1), (r0, r1)
 
+def _stft_sizes(cfg: SpectrogramConfig, sfreq: float, n_samples: int) -> tuple[int, int]:
+    "STFT window and hop in samples."
+    nper = int(round(cfg.win_s * sfreq)); hop = int(round(cfg.hop_s * sfreq))
+    if nper < 4 or hop < 1 or nper > n_samples:
+        raise ValueError(f"win_s={cfg.win_s}, hop_s={cfg.hop_s} give {nper}-sample windows for {n_samples}-sample responses")
+    return nper, hop
+
 def spectrogram_batch(x: np.ndarray,  # (n_trials, n_samples) response-window samples, already baseline-corrected
                       sfreq: float,  # sampling rate (Hz)
                       cfg: SpectrogramConfig,  # spectrogram settings
                       trimmed: bool = True,  # keep only fmin..fmax
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Log-power spectrograms (n_trials, n_freqs, n_times) float32, with their freqs (Hz) and times (s from onset)."
-    nper = int(round(cfg.win_s * sfreq)); hop = int(round(cfg.hop_s * sfreq))
-    if nper < 4 or hop < 1 or nper > x.shape[-1]:
-        raise ValueError(f"win_s={cfg.win_s}, hop_s={cfg.hop_s} give {nper}-sample windows for {x.shape[-1]}-sample responses")
+    nper, hop = _stft_sizes(cfg, sfreq, x.shape[-1])
     f, t, p = _spectrogram(x, fs=sfreq, window='hann', nperseg=nper, noverlap=nper - hop, axis=-1, mode='psd')
     keep = (f >= cfg.fmin) & (f <= cfg.fmax) if trimmed else np.ones(len(f), bool)
     if not keep.any(): raise ValueError(f"no STFT frequency between fmin={cfg.fmin} and fmax={cfg.fmax} Hz")
     return np.log10(p[:, keep] + cfg.eps).astype(np.float32), f[keep], t + cfg.response_s[0]
+
+def phase_batch(x: np.ndarray,  # (n_trials, n_samples) response-window samples, already baseline-corrected
+                sfreq: float,  # sampling rate (Hz)
+                cfg: SpectrogramConfig,  # spectrogram settings (the same frequencies and frames as `spectrogram_batch`)
+               ) -> np.ndarray:
+    "cos and sin of the STFT phase, (n_trials, 2, n_freqs, n_times) float32; (0, 0) where the amplitude is exactly 0."
+    nper, hop = _stft_sizes(cfg, sfreq, x.shape[-1])
+    f, _, z = _spectrogram(x, fs=sfreq, window='hann', nperseg=nper, noverlap=nper - hop, axis=-1, mode='complex')
+    z = z[:, (f >= cfg.fmin) & (f <= cfg.fmax)]
+    amplitude = np.abs(z)
+    unit = np.divide(z, amplitude, out=np.zeros_like(z), where=amplitude > 0)
+    return np.stack([unit.real, unit.imag], 1).astype(np.float32)
 
 def trials_to_spectrograms(traces: np.ndarray,  # (n_trials, n_samples) raw traces
                            sfreq: float,  # sampling rate (Hz)
                            onset_s: float,  # stimulus onset within the traces (s)
                            cfg: SpectrogramConfig | None = None,  # spectrogram settings
                            where: str = 'traces',  # named in errors
+                           phase: bool = False,  # also return the cos and sin of the phase as two more planes
                           ) -> np.ndarray:
-    "Baseline-correct, cut the response window and return log-power spectrograms (n_trials, n_freqs, n_times)."
+    "Baseline-correct, cut the response window: log-power spectrograms (n_trials, n_freqs, n_times), or with `phase` (n_trials, 3, n_freqs, n_times) planes [log power, cos phase, sin phase]."
     cfg = cfg or SpectrogramConfig()
     traces = np.asarray(traces, dtype=np.float32)
     (b0, b1), (r0, r1) = _windows(cfg, sfreq, onset_s, traces.shape[-1], where)
     x = traces[:, r0:r1] - traces[:, b0:b1].mean(-1, keepdims=True)
-    return spectrogram_batch(x, sfreq, cfg)[0]
+    power = spectrogram_batch(x, sfreq, cfg)[0]
+    if not phase: return power
+    return np.concatenate([power[:, None], phase_batch(x, sfreq, cfg)], 1)
+
+def phase_itpc(planes: np.ndarray | torch.Tensor,  # (..., n_trials, 2, n_freqs, n_times) cos and sin of phase, NOT normalised
+              ) -> np.ndarray:
+    "Inter-trial phase coherence |mean over trials of exp(i phase)| from phase planes: (..., n_freqs, n_times), 1 when every trial has the same phase."
+    planes = np.asarray(planes, np.float64)
+    if planes.ndim < 4 or planes.shape[-3] != 2:
+        raise ValueError(f"phase planes must have shape (..., n_trials, 2, n_freqs, n_times), got {planes.shape}")
+    mean = planes.mean(-4)
+    return np.hypot(mean[..., 0, :, :], mean[..., 1, :, :])
 
 # %% ../../nbs/lfp/02_data.ipynb #0014
 SPLITS = ('train', 'val', 'test')
@@ -376,10 +486,12 @@ def remove_stale_temps(folder,  # a folder `preprocess` writes into (local or UR
                              [f.rsplit('/', 1)[-1] for f in removed])
     return removed
 
-def _out_schema(n_feat: int) -> pa.Schema:
-    return pa.schema([('session_id', pa.string()), ('animal_id', pa.string()), ('genotype', pa.string()),
-                      ('label', pa.int64()), ('animal_code', pa.int64()), ('trial_index', pa.int64()),
-                      ('spec', pa.list_(pa.float32(), n_feat))])
+def _out_schema(n_feat: int, phase: bool = False) -> pa.Schema:
+    fields = [('session_id', pa.string()), ('animal_id', pa.string()), ('genotype', pa.string()),
+              ('label', pa.int64()), ('animal_code', pa.int64()), ('trial_index', pa.int64()),
+              ('spec', pa.list_(pa.float32(), n_feat))]
+    if phase: fields.append(('phase', pa.list_(pa.float32(), 2 * n_feat)))  # cos then sin planes
+    return pa.schema(fields)
 
 def _as_float_lists(trace: pa.Array) -> pa.Array:
     "The trace column as list<element> with offsets (large and fixed-size lists are cast)."
@@ -395,11 +507,13 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
                genotypes: Sequence[str] = GENOTYPES,  # known genotypes in label order
                chunk_size: int = 2048,  # trials per streamed chunk
                row_group_size: int = 1024,  # rows per output row group (the unit the dataset reads)
+               phase: bool = False,  # also write the cos and sin of each trial's STFT phase (column `phase`)
               ) -> dict[str, Any]:
     "Validate, split and turn raw trials into per-split spectrogram parquet files plus train-only stats."
     cfg = cfg or SpectrogramConfig()
+    if not isinstance(phase, bool): raise TypeError(f"phase must be True or False, got {phase!r}")
     source = as_trial_source(source)
-    meta = read_metadata(source, genotypes)
+    meta = read_sessions(source, genotypes, batch_size=chunk_size)  # one row per session: memory independent of the number of trials
     if splits is None: splits = split_sessions(meta, fractions, seed)
     else: splits = {k: list(v) for k, v in splits.items()}; check_splits(meta, splits)
     if set(splits) != set(SPLITS): raise ValueError(f"splits must have keys {SPLITS}, got {sorted(splits)}")
@@ -412,7 +526,7 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
     finals = {k: f"{out_p}/{k}.parquet" for k in SPLITS} | {'stats': f"{out_p}/stats.json"}
     temps = {k: _temp_path(f) for k, f in finals.items()}
     try:
-        stats = _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size)
+        stats = _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size, phase)
         with fs.open(temps['stats'], 'w') as f: f.write(json.dumps(to_jsonable(stats), indent=2) + '\n')
         for k in (*SPLITS, 'stats'): fs.mv(temps[k], finals[k])
     except BaseException:
@@ -425,15 +539,16 @@ def preprocess(source,  # raw trials: parquet path/URL, `ParquetTrials`, `SQLTri
         raise
     return stats
 
-def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size) -> dict:
+def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs, temps, chunk_size, row_group_size, phase=False) -> dict:
     "The second pass of `preprocess`: stream traces into the split files at `temps`; returns the statistics."
     n_f, n_t = len(freqs), len(times)
     split_of = {s: k for k, v in splits.items() for s in v}
     animals = sorted(meta.animal_id.unique())
     animal_code = {a: i for i, a in enumerate(animals)}
     label_of = {g: i for i, g in enumerate(genotypes)}
-    schema = _out_schema(n_f * n_t).with_metadata({'neuronb.lfp': json.dumps({'n_freqs': n_f, 'n_times': n_t})})
-    s1 = np.zeros(n_f); s2 = np.zeros(n_f); cnt = 0
+    schema = _out_schema(n_f * n_t, phase).with_metadata({'neuronb.lfp': json.dumps({'n_freqs': n_f, 'n_times': n_t, 'phase': phase})})
+    n_planes = 3 if phase else 1  # log power, then cos and sin of phase
+    s1 = np.zeros((n_planes, n_f)); s2 = np.zeros((n_planes, n_f)); cnt = 0
     first_len: dict[str, int] = {}
     counts = {k: 0 for k in SPLITS}
     with contextlib.ExitStack() as stack:
@@ -461,13 +576,14 @@ def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs,
                 raise ValueError(f"{source.name}: column 'trace' has NaN or infinite samples in session {sess[bad_row]!r}, "
                                  f"trial_index {batch.column('trial_index')[bad_row]}")
             offs = tr.offsets.to_numpy()
-            specs = np.empty((len(sess), n_f, n_t), np.float32)
+            specs = np.empty((len(sess), n_planes, n_f, n_t), np.float32)
             # vectorise over runs of equal length and onset
             keys = np.stack([lens, np.round(onset * 1e6)], 1)
             for key in np.unique(keys, axis=0):
                 rows = np.flatnonzero((keys == key).all(1))
                 X = np.stack([flat[offs[r]:offs[r + 1]] for r in rows]) if len(rows) < len(sess) else flat.reshape(len(sess), -1)
-                specs[rows] = trials_to_spectrograms(X, sfreq, float(onset[rows[0]]), cfg, where=f"{source.name}, session {sess[rows[0]]!r}")
+                planes = trials_to_spectrograms(X, sfreq, float(onset[rows[0]]), cfg, where=f"{source.name}, session {sess[rows[0]]!r}", phase=phase)
+                specs[rows] = planes.reshape(len(rows), n_planes, n_f, n_t)
             split = np.array([split_of.get(s, '') for s in sess])
             if (split == '').any(): raise ValueError(f"{source.name}: session {sess[split == ''][0]!r} appeared after the metadata pass")
             genos = batch.column('genotype').to_pylist()
@@ -476,20 +592,23 @@ def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs,
                 if not len(rows): continue
                 if k == 'train':
                     v = specs[rows].astype(np.float64)
-                    s1 += v.sum((0, 2)); s2 += (v ** 2).sum((0, 2)); cnt += v.shape[0] * v.shape[2]
+                    s1 += v.sum((0, 3)); s2 += (v ** 2).sum((0, 3)); cnt += v.shape[0] * v.shape[3]
                 anim = batch.column('animal_id').take(pa.array(rows)).to_pylist()
-                out = pa.table({
+                columns = {
                     'session_id': pa.array(sess[rows].tolist()), 'animal_id': pa.array([str(a) for a in anim]),
                     'genotype': pa.array([str(genos[r]) for r in rows]),
                     'label': pa.array([label_of[str(genos[r])] for r in rows], pa.int64()),
                     'animal_code': pa.array([animal_code[str(a)] for a in anim], pa.int64()),
                     'trial_index': batch.column('trial_index').take(pa.array(rows)).cast(pa.int64()),
-                    'spec': pa.FixedSizeListArray.from_arrays(pa.array(specs[rows].reshape(-1)), n_f * n_t)}, schema=schema)
+                    'spec': pa.FixedSizeListArray.from_arrays(pa.array(specs[rows, 0].reshape(-1)), n_f * n_t)}
+                if phase: columns['phase'] = pa.FixedSizeListArray.from_arrays(pa.array(specs[rows, 1:].reshape(-1)), 2 * n_f * n_t)
+                out = pa.table(columns, schema=schema)
                 writers[k].write_table(out, row_group_size=row_group_size)
                 counts[k] += len(rows)
     if cnt == 0: raise ValueError("the train split received no trials")
     mean = s1 / cnt; std = np.sqrt(np.maximum(s2 / cnt - mean ** 2, 1e-12))
-    return {'mean': mean, 'std': std, 'freqs': freqs, 'times': times, 'n_freqs': n_f, 'n_times': n_t, 'sfreq': sfreq,
+    planes = {'phase': phase} | ({'phase_mean': mean[1:], 'phase_std': std[1:]} if phase else {})
+    return {'mean': mean[0], 'std': std[0], **planes, 'freqs': freqs, 'times': times, 'n_freqs': n_f, 'n_times': n_t, 'sfreq': sfreq,
             'config': asdict(cfg), 'genotypes': list(genotypes), 'splits': splits, 'animal_codes': animal_code,
             'n_trials': counts, 'source': source.name}
 
@@ -503,21 +622,31 @@ class ParquetSequenceDataset(Dataset):
                  transform: Callable | None = None,  # optional augmentation applied to `x` (n_trials, n_freqs, n_times)
                  cache_row_groups: int = 16,  # row groups kept decoded in memory
                  short: str = 'error',  # a session with fewer than n_trials trials: 'error' or 'warn' (left out, named)
+                 phase: bool = False,  # items carry planes [log power, cos phase, sin phase]: x (n_trials, 3, n_freqs, n_times)
                 ):
         if n_trials < 1: raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+        if not isinstance(phase, bool): raise TypeError(f"phase must be True or False, got {phase!r}")
+        self.phase = phase
         self.path, self.n_trials = os.fspath(path), int(n_trials)
         self.stride = int(stride or n_trials)
         if self.stride < 1: raise ValueError(f"stride must be >= 1, got {stride}")
         if stats is None: stats = join_path(self.path.rsplit('/', 1)[0] if is_url(self.path) else os.path.dirname(self.path) or '.', 'stats.json')
         self.stats = read_json(stats) if isinstance(stats, (str, os.PathLike)) else dict(stats)
-        self.mean = np.asarray(self.stats['mean'], np.float32)[:, None]
+        self.mean = np.asarray(self.stats['mean'], np.float32)[:, None]  # (n_freqs, 1), or (3, n_freqs, 1) with phase
         self.std = np.asarray(self.stats['std'], np.float32)[:, None]
+        if phase:
+            if 'phase_mean' not in self.stats:
+                raise ValueError(f"{self.path}: its stats have no phase statistics ('phase_mean'); preprocess with phase=True to read phase=True")
+            self.mean = np.concatenate([self.mean[None], np.asarray(self.stats['phase_mean'], np.float32)[:, :, None]])
+            self.std = np.concatenate([self.std[None], np.asarray(self.stats['phase_std'], np.float32)[:, :, None]])
         self.n_freqs, self.n_times = int(self.stats['n_freqs']), int(self.stats['n_times'])
         self.transform, self.cache_size = transform, int(cache_row_groups)
         self._pf = None; self._pid = None; self._cache = OrderedDict()
         pf = self._file()
         if not {'session_id', 'trial_index', 'label', 'animal_code', 'spec'} <= set(pf.schema_arrow.names):
             raise ValueError(f"{self.path} is not a preprocessed LFP split file (columns {pf.schema_arrow.names})")
+        if phase and 'phase' not in pf.schema_arrow.names:
+            raise ValueError(f"{self.path} has no column 'phase' (written by preprocess(..., phase=True)); it holds {pf.schema_arrow.names}")
         md = pf.read(columns=['session_id', 'trial_index', 'label', 'animal_code'])
         sess = np.asarray(md.column('session_id').to_pylist(), dtype=object)
         tidx = md.column('trial_index').to_numpy(); lab = md.column('label').to_numpy(); anim = md.column('animal_code').to_numpy()
@@ -544,19 +673,22 @@ class ParquetSequenceDataset(Dataset):
 
     def _row_group(self, i: int) -> np.ndarray:
         if i in self._cache: self._cache.move_to_end(i); return self._cache[i]
-        try: col = self._file().read_row_group(i, columns=['spec']).column('spec').combine_chunks()
+        columns = ['spec', 'phase'] if self.phase else ['spec']
+        try: table = self._file().read_row_group(i, columns=columns)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f"{self.path}: row group {i} cannot be read, the file is corrupted "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-        arr = col.values.to_numpy().reshape(-1, self.n_freqs, self.n_times)
+        planes = [table.column(c).combine_chunks().values.to_numpy().reshape(table.num_rows, -1, self.n_freqs, self.n_times)
+                  for c in columns]
+        arr = np.concatenate(planes, 1) if self.phase else planes[0][:, 0]
         self._cache[i] = arr
         if len(self._cache) > self.cache_size: self._cache.popitem(last=False)
         return arr
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        "Raw (unnormalised) spectrograms of file rows, shape (len(rows), n_freqs, n_times)."
+        "Raw (unnormalised) spectrograms of file rows, shape (len(rows), n_freqs, n_times), with phase (len(rows), 3, n_freqs, n_times)."
         rg = np.searchsorted(self._rg_start, rows, side='right') - 1
-        out = np.empty((len(rows), self.n_freqs, self.n_times), np.float32)
+        out = np.empty((len(rows),) + ((3,) if self.phase else ()) + (self.n_freqs, self.n_times), np.float32)
         for g in np.unique(rg):
             m = rg == g
             out[m] = self._row_group(int(g))[rows[m] - self._rg_start[g]]
@@ -573,7 +705,7 @@ class ParquetSequenceDataset(Dataset):
 # %% ../../nbs/lfp/02_data.ipynb #0022
 @dataclass
 class SpecAugment:
-    "Random frequency/time masks, sequence gain and trial dropout for x: (n_trials, n_freqs, n_times)."
+    "Random frequency/time masks, sequence gain and trial dropout for x: (n_trials, n_freqs, n_times) or (n_trials, planes, n_freqs, n_times)."
     freq_mask: int = 2  # max frequencies per frequency mask
     time_mask: int = 3  # max frames per time mask
     n_masks: int = 1  # masks of each kind per trial
@@ -582,6 +714,7 @@ class SpecAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.clone()
+        if x.ndim == 4: return self._planes(x)
         n, F, T = x.shape
         for _ in range(self.n_masks):
             for k, (size, L_) in enumerate(((self.freq_mask, F), (self.time_mask, T))):
@@ -593,6 +726,14 @@ class SpecAugment:
                 else: x.masked_fill_(m[:, None, :], 0.0)
         if self.gain_sd > 0: x += torch.randn(()) * self.gain_sd
         if self.trial_drop > 0: x[torch.rand(n) < self.trial_drop] = 0.0
+        return x
+
+    def _planes(self, x):
+        "Planes [log power, cos, sin]: the same masks on every plane, the gain on the power plane only."
+        n, P, F, T = x.shape
+        mask = self.__class__(self.freq_mask, self.time_mask, self.n_masks, 0.0, self.trial_drop)(torch.ones(n, F, T)) == 0
+        x.masked_fill_(mask[:, None], 0.0)
+        if self.gain_sd > 0: x[:, 0] += torch.randn(()) * self.gain_sd
         return x
 
 # %% ../../nbs/lfp/02_data.ipynb #0025
@@ -607,8 +748,10 @@ class LFPDataModule(L.LightningDataModule):
                  seed: int = 0,  # shuffling seed
                  num_workers: int = 0,  # DataLoader workers
                  short: str = 'error',  # a session with fewer than n_trials trials: 'error' or 'warn' (left out, named)
+                 phase: bool = False,  # items carry planes [log power, cos phase, sin phase] (needs preprocess(..., phase=True))
                 ):
         super().__init__()
+        self.phase = phase
         self.data_dir, self.n_trials, self.batch_size, self.seed, self.num_workers = data_dir, n_trials, batch_size, seed, num_workers
         self.train_stride = train_stride or max(1, n_trials // 2)
         self.eval_stride = eval_stride or n_trials
@@ -622,7 +765,7 @@ class LFPDataModule(L.LightningDataModule):
                 self.datasets[k] = ParquetSequenceDataset(
                     join_path(self.data_dir, f'{k}.parquet'), self.n_trials,
                     self.train_stride if k == 'train' else self.eval_stride, stats=self.stats,
-                    transform=self.augment if k == 'train' else None, short=self.short)
+                    transform=self.augment if k == 'train' else None, short=self.short, phase=self.phase)
 
     def _loader(self, k, shuffle):
         self.setup()

@@ -16,7 +16,7 @@ from ..nn.attention import Block, DividedBlock
 from ..nn.registry import Registry, n_params
 
 # %% auto #0
-__all__ = ['MODELS', 'ATTENTION_MODES', 'CONFIG_KEYS', 'Temporal3DViT', 'SpectrogramViT', 'build_model']
+__all__ = ['MODELS', 'ATTENTION_MODES', 'CONFIG_KEYS', 'Temporal3DViT', 'SpectrogramViT', 'build_model', 'input_attribution']
 
 # %% ../../nbs/lfp/03_models.ipynb #0005
 MODELS = Registry('LFP model')
@@ -24,7 +24,7 @@ ATTENTION_MODES = ('joint', 'divided')
 
 # %% ../../nbs/lfp/03_models.ipynb #0007
 CONFIG_KEYS = ('n_outputs', 'n_trials', 'n_freqs', 'n_frames', 'patch', 'd_model', 'depth', 'n_heads', 'mlp_ratio',
-               'dropout', 'drop_path', 'layerscale_init', 'attention')
+               'dropout', 'drop_path', 'layerscale_init', 'attention', 'phase')
 
 @MODELS.register('vit3d')
 class Temporal3DViT(nn.Module):
@@ -42,16 +42,20 @@ class Temporal3DViT(nn.Module):
                  drop_path: float = 0.1,  # stochastic depth, increasing linearly over the blocks to this value
                  layerscale_init: float | None = 0.1,  # LayerScale initial value (None: no LayerScale)
                  attention: str = 'joint',  # 'joint' over all tokens or 'divided' (across trials, then within)
+                 phase: bool = False,  # input planes [log power, cos phase, sin phase]: x (batch, n_trials, 3, n_freqs, n_frames)
                 ):
         super().__init__()
         if attention not in ATTENTION_MODES: raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if not isinstance(phase, bool): raise ValueError(f"phase must be True or False, got {phase!r}")
+        self.phase = phase
+        self.n_planes = 3 if phase else 1
         self.n_outputs, self.n_trials, self.n_freqs, self.n_frames = n_outputs, n_trials, n_freqs, n_frames
         self.patch, self.d_model, self.depth, self.n_heads = tuple(patch), d_model, depth, n_heads
         self.mlp_ratio, self.dropout, self.drop_path = mlp_ratio, dropout, drop_path
         self.layerscale_init, self.attention = layerscale_init, attention
         pf, pt = self.patch
         self.grid = (math.ceil(n_freqs / pf), math.ceil(n_frames / pt))
-        self.patch_embed = nn.Conv2d(1, d_model, kernel_size=self.patch, stride=self.patch)
+        self.patch_embed = nn.Conv2d(self.n_planes, d_model, kernel_size=self.patch, stride=self.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
         self.trial_embed = nn.Parameter(torch.zeros(1, n_trials, 1, 1, d_model))
         self.freq_embed = nn.Parameter(torch.zeros(1, 1, self.grid[0], 1, d_model))
@@ -83,17 +87,25 @@ class Temporal3DViT(nn.Module):
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         "Patch tokens with positional embeddings and CLS: (batch, 1 + n_trials * P, d_model)."
-        if x.ndim != 4 or x.shape[1:] != (self.n_trials, self.n_freqs, self.n_frames):
-            raise ValueError(f"expected x of shape (batch, n_trials={self.n_trials}, n_freqs={self.n_freqs}, "
-                             f"n_frames={self.n_frames}), got {tuple(x.shape)}")
+        planes = (3,) if self.phase else ()
+        if x.ndim != 4 + len(planes) or x.shape[1:] != (self.n_trials, *planes, self.n_freqs, self.n_frames):
+            shape = f"n_trials={self.n_trials}, {'3 planes [power, cos, sin], ' if self.phase else ''}n_freqs={self.n_freqs}, n_frames={self.n_frames}"
+            raise ValueError(f"expected x of shape (batch, {shape}), got {tuple(x.shape)}"
+                             + (" (a model built with phase=False reads log power only)" if not self.phase and x.ndim >= 4 and x.shape[-3] == 3 else ""))
         batch, n = x.shape[0], x.shape[1]
         pf, pt = self.patch
         x = F.pad(x, (0, self.grid[1] * pt - self.n_frames, 0, self.grid[0] * pf - self.n_freqs))
-        t = self.patch_embed(x.reshape(batch * n, 1, *x.shape[2:]))  # (batch n, D, F', T')
+        t = self.patch_embed(x.reshape(batch * n, self.n_planes, *x.shape[-2:]))  # (batch n, D, F', T')
         t = t.reshape(batch, n, -1, *self.grid).permute(0, 1, 3, 4, 2)  # (batch, n, F', T', D)
         t = t + self.trial_embed + self.freq_embed + self.time_embed
         t = t.reshape(batch, n * self.grid[0] * self.grid[1], -1)
         return torch.cat([self.cls_token.expand(batch, -1, -1), t], 1)
+
+    def example_input(self, batch_size: int = 2,  # sequences
+                     ) -> torch.Tensor:
+        "A random input `forward` takes: (batch_size, n_trials, n_freqs, n_frames), with phase (batch_size, n_trials, 3, n_freqs, n_frames)."
+        planes = (3,) if self.phase else ()
+        return torch.randn(batch_size, self.n_trials, *planes, self.n_freqs, self.n_frames, device=self.cls_token.device)
 
     def _run(self, x, return_attn=False):
         h, attns = self.tokens(x), []
@@ -106,14 +118,14 @@ class Temporal3DViT(nn.Module):
             else: h = out
         return self.norm(h), attns
 
-    def forward(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_frames)
+    def forward(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_frames), with phase (batch, n_trials, 3, n_freqs, n_frames)
                 return_features: bool = False,  # return the CLS embedding (batch, d_model) instead of logits
                ) -> torch.Tensor:
         cls = self._run(x)[0][:, 0]
         return cls if return_features else self.head(self.head_drop(cls))
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor,  # (batch, n_trials, n_freqs, n_frames), on any device
+    def attention_maps(self, x: torch.Tensor,  # (batch, n_trials, [3,] n_freqs, n_frames), on any device
                        method: str = 'rollout',  # 'cls': last layer's CLS attention; 'rollout': Abnar & Zuidema 2020
                       ) -> torch.Tensor:
         "How much the CLS token draws on each patch: (batch, n_trials, F', T') on x's device, summing to 1 per item."
@@ -145,7 +157,7 @@ class Temporal3DViT(nn.Module):
 # %% ../../nbs/lfp/03_models.ipynb #0013
 @MODELS.register('vit2d')
 class SpectrogramViT(Temporal3DViT):
-    "2D ViT over one trial's spectrogram; returns logits (batch, n_outputs)."
+    "2D ViT over one trial's spectrogram (and phase planes); returns logits (batch, n_outputs)."
     def __init__(self, n_outputs: int = 2,  # classes
                  n_trials: int = 1,  # must be 1: the model reads single trials
                  n_freqs: int = 12,  # spectrogram frequencies
@@ -158,15 +170,20 @@ class SpectrogramViT(Temporal3DViT):
                  dropout: float = 0.0,  # dropout
                  drop_path: float = 0.1,  # stochastic depth
                  layerscale_init: float | None = 0.1,  # LayerScale initial value
+                 phase: bool = False,  # input planes [log power, cos phase, sin phase]: x (batch, 3, n_freqs, n_frames)
                 ):
         if n_trials != 1: raise ValueError(f"'vit2d' (SpectrogramViT) reads single trials: n_trials must be 1, got {n_trials}")
         super().__init__(n_outputs=n_outputs, n_trials=1, n_freqs=n_freqs, n_frames=n_frames, patch=patch,
                          d_model=d_model, depth=depth, n_heads=n_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-                         drop_path=drop_path, layerscale_init=layerscale_init, attention='joint')
+                         drop_path=drop_path, layerscale_init=layerscale_init, attention='joint', phase=phase)
 
-    def _as_seq(self, x): return x.unsqueeze(1) if x.ndim == 3 else x
+    def _as_seq(self, x): return x.unsqueeze(1) if x.ndim == (4 if self.phase else 3) else x
 
-    def forward(self, x: torch.Tensor,  # (batch, n_freqs, n_frames) or (batch, 1, n_freqs, n_frames)
+    def example_input(self, batch_size: int = 2) -> torch.Tensor:
+        "A random single-trial input: (batch_size, n_freqs, n_frames), with phase (batch_size, 3, n_freqs, n_frames)."
+        return super().example_input(batch_size)[:, 0]
+
+    def forward(self, x: torch.Tensor,  # (batch, [3,] n_freqs, n_frames) or (batch, 1, [3,] n_freqs, n_frames)
                 return_features: bool = False) -> torch.Tensor:
         return super().forward(self._as_seq(x), return_features)
 
@@ -178,7 +195,26 @@ def build_model(kind: str,  # a name in `MODELS`: 'vit2d' or 'vit3d'
                 n_freqs: int,  # spectrogram frequencies
                 n_frames: int,  # spectrogram frames
                 n_trials: int = 8,  # trials per sequence (must be 1 for 'vit2d')
-                **options,  # model options: patch, d_model, depth, n_heads, mlp_ratio, dropout, drop_path, layerscale_init, attention
+                **options,  # model options: patch, d_model, depth, n_heads, mlp_ratio, dropout, drop_path, layerscale_init, attention, phase
                ) -> nn.Module:
     "Build a model of the LFP track by name; options it does not take raise a `ValueError` naming those it does."
     return MODELS.build(kind, n_freqs=n_freqs, n_frames=n_frames, n_trials=n_trials, **options)
+
+# %% ../../nbs/lfp/03_models.ipynb #0017b
+def input_attribution(model: nn.Module,  # an LFP model (any `MODELS` entry) returning 2 logits
+                      x: torch.Tensor,  # a batch of inputs `forward` takes
+                      steps: int = 16,  # Riemann steps along the path from the baseline to x
+                     ) -> torch.Tensor:
+    "Integrated gradients of logit[1] - logit[0] from a zero baseline: the shape of x; sums over each item to the logit difference gained."
+    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
+    was = model.training
+    model.eval()
+    x = x.detach()
+    total = torch.zeros_like(x)
+    for k in range(steps):
+        point = (x * (k + 0.5) / steps).requires_grad_(True)  # midpoint rule
+        logits = model(point)
+        (logits[:, 1] - logits[:, 0]).sum().backward()
+        total += point.grad
+    model.train(was)
+    return x * total / steps
