@@ -138,12 +138,51 @@ EXAMPLES = {
 CASES = sorted(EXAMPLES)
 
 
+def _self_described():
+    "(kind, name) of registered builders without an EXAMPLES entry: they follow the model-table convention instead."
+    covered = {(kind, name.split('/')[0]) for kind, name in EXAMPLES}
+    return sorted((kind, name) for kind, reg in _registries().items() for name in reg.names() if (kind, name) not in covered)
+
+
 def test_every_registered_builder_has_an_example():
+    "Each builder has small options here, or builds from its defaults and describes its own input (`example_input`)."
     registries = _registries()
     assert {'LFP model', 'temporal encoder'} <= set(registries)
-    registered = {(kind, name) for kind, reg in registries.items() for name in reg.names()}
-    covered = {(kind, name.split('/')[0]) for kind, name in EXAMPLES}
-    assert registered <= covered, f"add EXAMPLES entries for {sorted(registered - covered)}"
+    missing = []
+    for kind, name in _self_described():
+        model = registries[kind].build(name)  # tiny by convention
+        if not callable(getattr(model, 'example_input', None)): missing.append((kind, name))
+    assert not missing, f"add EXAMPLES entries, or an example_input(batch_size) method, for {missing}"
+
+
+def _tensors(value):
+    "The tensors in a model's output (a tensor, a tuple or list, a dict or a dataclass of them)."
+    import dataclasses
+    if isinstance(value, torch.Tensor): return [value]
+    if dataclasses.is_dataclass(value): value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    if isinstance(value, dict): value = list(value.values())
+    if isinstance(value, (tuple, list)): return [t for v in value for t in _tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='no CUDA device here'))])
+@pytest.mark.parametrize('case', _self_described(), ids=lambda c: '/'.join(c) if isinstance(c, tuple) else c)
+def test_self_described_builders_run_their_example_forward_and_backward(case, device):
+    "Built from defaults, fed their own `example_input` on the device: finite outputs there, gradients for every trained parameter used."
+    kind, name = case
+    torch.manual_seed(0)
+    model = _registries()[kind].build(name).to(device).train()
+    example = model.example_input(batch_size=2)
+    example = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in example) if isinstance(example, tuple) \
+        else (example.to(device) if isinstance(example, torch.Tensor) else example)
+    out = model(*example) if isinstance(example, tuple) else model(example)
+    tensors = [t for t in _tensors(out) if t.is_floating_point()]
+    assert tensors, f"{kind} {name!r} returned no floating-point tensor"
+    assert all(t.device.type == device and torch.isfinite(t).all() for t in tensors)
+    if any(p.requires_grad for p in model.parameters()) and any(t.requires_grad for t in tensors):
+        sum(t.float().pow(2).mean() for t in tensors if t.requires_grad).backward()
+        assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def _build(kind, name):
@@ -218,7 +257,7 @@ def test_model_records_the_options_it_ran_with():
     from neuronb.lfp.models import MODELS
     vit2d = MODELS.build('vit2d', d_model=16, depth=1, n_heads=2)
     assert vit2d.config['attention'] == 'joint' and vit2d.config['n_trials'] == 1 and vit2d.config['d_model'] == 16
-    with pytest.raises(ValueError, match=r"does not take option\(s\) \['attention'\]; it takes \[.*'layerscale_init'\]"):
+    with pytest.raises(ValueError, match=r"does not take option\(s\) \['attention'\]; it takes \[.*'layerscale_init'.*\]"):
         MODELS.build('vit2d', attention='divided')
     vit3d = MODELS.build('vit3d', attention='divided', depth=1, d_model=16, n_heads=2)
     assert vit3d.config['attention'] == 'divided'

@@ -187,7 +187,7 @@ class NeuroFMxOutput:
     latents: torch.Tensor  # (batch, n_times, d_model) backbone output
     behavior: torch.Tensor  # (batch, n_times, n_behavior) decoded behaviour
     reconstruction: dict[str, torch.Tensor]  # modality -> (batch, n_times, n_features): log rates (count modalities) or values
-    embedding: torch.Tensor  # (batch, n_times, d_embed) contrastive embedding of each step
+    embedding: torch.Tensor  # (batch, n_times, d_contrast) contrastive embedding of each step
     species_logits: torch.Tensor | None  # (batch, n_species) from the time-averaged latents, behind gradient reversal
     present: torch.Tensor  # (batch, n_modalities) bool, which modalities each item had
 
@@ -206,7 +206,7 @@ class NeuroFMx(nn.Module):
                  fusion_depth: int = 1,  # latent self-attention blocks in the fusion
                  n_heads: int = 4,  # attention heads (fusion and transformer backbone)
                  d_state: int = 16,  # Mamba state size per channel
-                 d_embed: int = 16,  # contrastive embedding width
+                 d_contrast: int = 16,  # contrastive embedding width
                  n_stimulus: int = 1,  # stimulus features per step (the contrastive stimulus encoder's input)
                  backbone: str = 'mamba',  # 'mamba' or 'transformer' (causal, same parameter count per layer)
                  fusion: str = 'perceiver',  # 'perceiver' (Perceiver IO) or 'mean' (mean of the present modalities' tokens)
@@ -242,9 +242,9 @@ class NeuroFMx(nn.Module):
         else: self.backbone = TransformerBackbone(d_model, depth, n_heads, matched_mlp_ratio(d_model, d_state), dropout, drop_path)
         self.behavior_head = nn.Linear(d_model, n_behavior)
         self.encoder_heads = nn.ModuleDict({m: nn.Linear(d_model, f) for m, f in modalities.items()})
-        self.embedding_head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_embed))
-        self.behavior_encoder = nn.Sequential(nn.Linear(n_behavior, d_model), nn.GELU(), nn.Linear(d_model, d_embed))
-        self.stimulus_encoder = nn.Sequential(nn.Linear(n_stimulus, d_model), nn.GELU(), nn.Linear(d_model, d_embed))
+        self.embedding_head = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_contrast))
+        self.behavior_encoder = nn.Sequential(nn.Linear(n_behavior, d_model), nn.GELU(), nn.Linear(d_model, d_contrast))
+        self.stimulus_encoder = nn.Sequential(nn.Linear(n_stimulus, d_model), nn.GELU(), nn.Linear(d_model, d_contrast))
         self.species_head = (nn.Sequential(GradientReversal(0.0), nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, n_species))
                              if n_species >= 2 else None)
 
@@ -326,14 +326,14 @@ class NeuroFMx(nn.Module):
                               embedding=self.embedding_head(latents), species_logits=species, present=present_matrix)
 
     def embed_behavior(self, behavior: torch.Tensor,  # (batch, n_times, n_behavior)
-                      ) -> torch.Tensor:  # (batch, n_times, d_embed)
+                      ) -> torch.Tensor:  # (batch, n_times, d_contrast)
         "Contrastive embedding of behaviour at every step."
         if behavior.ndim != 3 or behavior.shape[-1] != self.n_behavior:
             raise ValueError(f"behavior must be (batch, n_times, n_behavior={self.n_behavior}), got {tuple(behavior.shape)}")
         return self.behavior_encoder(behavior)
 
     def embed_stimulus(self, stimulus: torch.Tensor,  # (batch, n_times) or (batch, n_times, n_stimulus)
-                      ) -> torch.Tensor:  # (batch, n_times, d_embed)
+                      ) -> torch.Tensor:  # (batch, n_times, d_contrast)
         "Contrastive embedding of the stimulus at every step."
         if stimulus.ndim == 2: stimulus = stimulus.unsqueeze(-1)
         if stimulus.ndim != 3 or stimulus.shape[-1] != self.n_stimulus:
@@ -405,7 +405,7 @@ class NeuroFMx(nn.Module):
 MODELS = Registry('NeuroFMx model', hint='the builders are registered by importing neuronb.neurofm.model')
 MODELS.register('neurofmx')(NeuroFMx)
 
-GPU_CONFIG = dict(d_model=512, depth=8, n_latents=64, fusion_depth=2, n_heads=8, d_state=16, d_embed=128)  # the design's default size
+GPU_CONFIG = dict(d_model=512, depth=8, n_latents=64, fusion_depth=2, n_heads=8, d_state=16, d_contrast=128)  # the design's default size
 
 # %% ../../nbs/neurofm/04_model.ipynb #af977c3d
 def standard_batch(batch: dict,  # {'x' or 'signals': {modality: array}, 'behavior', optional 'behavior_mask', 'present', ...}
