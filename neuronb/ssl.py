@@ -26,8 +26,8 @@ from .train import Objective, StepOutput
 __all__ = ['distributed_rank_world', 'gather_with_grad', 'info_nce', 'info_nce_ddp', 'TimeSeriesAugment', 'InfoNCEObjective',
            'eval_mode', 'ema_momentum', 'EMATarget', 'patchify', 'random_patch_mask', 'mask_patches', 'PatchEncoder',
            'JEPAObjective', 'grl_coefficient', 'GradientReversal', 'DomainAdversarialLoss', 'DANNObjective', 'VQOutput',
-           'VectorQuantizerEMA', 'PatchTokenizer', 'VQTokenizerObjective', 'MaskedTokenObjective', 'embedding_std',
-           'effective_rank', 'collapse_monitors', 'LinearProbeCallback']
+           'kmeans', 'VectorQuantizerEMA', 'PatchTokenizer', 'VQTokenizerObjective', 'MaskedTokenObjective',
+           'embedding_std', 'effective_rank', 'collapse_monitors', 'LinearProbeCallback']
 
 # %% ../nbs/06_ssl.ipynb #0007
 def distributed_rank_world() -> tuple[int, int]:
@@ -432,6 +432,32 @@ class VQOutput:
     codes: torch.Tensor  # (...) long, the index of each vector's code
     commitment_loss: torch.Tensor  # scalar, already multiplied by `commitment`
     perplexity: torch.Tensor  # exp(entropy) of the code usage in this batch: how many codes are in use
+    usage: torch.Tensor | None = None  # share of the codebook used by at least one vector of this batch
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor,  # (n, d) vectors
+           k: int,  # clusters
+           iters: int = 10,  # Lloyd iterations
+           cosine: bool = False,  # cluster on the unit sphere (spherical k-means: unit centres, cosine assignment)
+          ) -> torch.Tensor:  # (k, d) centres
+    "k-means of `x` from k-means++ seeds (rows drawn with probability proportional to the squared distance to the seeds so far); an empty cluster keeps its centre."
+    if x.ndim != 2 or len(x) == 0: raise ValueError(f"kmeans needs (n >= 1, d) vectors, got {tuple(x.shape)}")
+    x = F.normalize(x, dim=-1) if cosine else x
+    centres = x[torch.randint(0, len(x), (1,), device=x.device)].clone()
+    nearest = torch.cdist(x, centres).squeeze(1) ** 2
+    for _ in range(k - 1):  # k-means++ (Arthur and Vassilvitskii 2007); with fewer distinct rows than k, rows repeat
+        weights = nearest if nearest.sum() > 0 else torch.ones_like(nearest)
+        new = x[torch.multinomial(weights, 1)]
+        centres = torch.cat([centres, new])
+        nearest = torch.minimum(nearest, torch.cdist(x, new).squeeze(1) ** 2)
+    for _ in range(iters):
+        assignment = torch.cdist(x, centres).argmin(1)
+        counts = torch.bincount(assignment, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, x)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+        if cosine: centres = F.normalize(centres, dim=-1)
+    return centres
 
 class VectorQuantizerEMA(nn.Module):
     "Nearest-code quantisation with an EMA-updated codebook, commitment loss, straight-through gradient, dead-code restarts."
@@ -441,17 +467,32 @@ class VectorQuantizerEMA(nn.Module):
                  commitment: float = 0.25,  # weight β of the commitment loss
                  dead_threshold: float = 0.01,  # restart a code whose EMA count of items per batch is below this (0: never)
                  eps: float = 1e-5,  # Laplace smoothing of the counts
+                 l2_norm: bool = False,  # quantise unit vectors with a unit-norm codebook (cosine distance), as in LaBraM / ViT-VQGAN
+                 kmeans_init: bool = False,  # set the codebook by k-means of the first training batch
+                 kmeans_iters: int = 10,  # Lloyd iterations of that k-means
                 ):
         super().__init__()
         if n_codes < 2 or d_code < 1: raise ValueError(f"need n_codes >= 2 and d_code >= 1, got {n_codes} and {d_code}")
         if not 0 < decay < 1: raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.n_codes, self.d_code, self.decay, self.commitment = n_codes, d_code, decay, commitment
         self.dead_threshold, self.eps = dead_threshold, eps
+        self.l2_norm, self.kmeans_init, self.kmeans_iters = l2_norm, kmeans_init, kmeans_iters
         codebook = torch.randn(n_codes, d_code)
+        if l2_norm: codebook = F.normalize(codebook, dim=-1)
         self.register_buffer('codebook', codebook)
         self.register_buffer('cluster_size', torch.ones(n_codes))
         self.register_buffer('embed_sum', codebook.clone())
         self.register_buffer('restarts', torch.zeros((), dtype=torch.long))  # codes restarted so far
+        if kmeans_init: self.register_buffer('initialized', torch.zeros((), dtype=torch.bool))  # saved: a resumed run does not redo it
+
+    @torch.no_grad()
+    def _init_codebook(self, flat: torch.Tensor) -> None:
+        centres = kmeans(flat, self.n_codes, self.kmeans_iters, cosine=self.l2_norm)
+        if distributed_rank_world()[1] > 1: dist.broadcast(centres, 0)
+        self.codebook.copy_(centres)
+        self.embed_sum.copy_(centres)
+        self.cluster_size.fill_(1.0)
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
@@ -466,7 +507,8 @@ class VectorQuantizerEMA(nn.Module):
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (total + self.n_codes * self.eps) * total
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        codebook = self.embed_sum / smoothed[:, None]
+        self.codebook.copy_(F.normalize(codebook, dim=-1) if self.l2_norm else codebook)
         dead = self.cluster_size < self.dead_threshold
         n_dead = int(dead.sum())
         if n_dead:
@@ -480,16 +522,19 @@ class VectorQuantizerEMA(nn.Module):
     def forward(self, z: torch.Tensor,  # (..., d_code) embeddings
                ) -> VQOutput:
         if z.shape[-1] != self.d_code: raise ValueError(f"VectorQuantizerEMA expects (..., {self.d_code}), got {tuple(z.shape)}")
+        if self.l2_norm: z = F.normalize(z, dim=-1)
         flat = z.detach().float().reshape(-1, self.d_code)
+        if self.training and self.kmeans_init and not bool(self.initialized): self._init_codebook(flat)
         distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.pow(2).sum(1)[None]
         codes = distances.argmin(1)
         if self.training: self._update(flat, codes)
         quantized = self.codebook[codes].reshape(z.shape).to(z.dtype)
         commitment_loss = self.commitment * F.mse_loss(z.float(), quantized.float())
-        usage = torch.bincount(codes, minlength=self.n_codes).float() / len(codes)
+        counts = torch.bincount(codes, minlength=self.n_codes).float()
+        usage = counts / len(codes)
         perplexity = torch.exp(-(usage * torch.log(usage + 1e-10)).sum())
         return VQOutput(quantized=z + (quantized - z).detach(), codes=codes.reshape(z.shape[:-1]),
-                        commitment_loss=commitment_loss, perplexity=perplexity)
+                        commitment_loss=commitment_loss, perplexity=perplexity, usage=(counts > 0).float().mean())
 
 # %% ../nbs/06_ssl.ipynb #0039
 class PatchTokenizer(nn.Module):

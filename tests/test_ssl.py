@@ -174,3 +174,26 @@ def test_kill_and_resume_with_ema_target_is_exact(loaders, tmp_path):
     assert online.keys() == target.keys() and not all(torch.equal(online[k], target[k]) for k in online)
     for k in ('val/loss', 'probe/accuracy', 'monitor/effective_rank'):
         assert resumed.metrics[k] == straight.metrics[k]
+
+
+def test_vq_kmeans_init_uses_the_data_and_l2_codes_stay_unit():
+    seed_everything(0)
+    centres = torch.tensor([[8.0, 0.0], [-8.0, 0.0], [0.0, 8.0], [0.0, -8.0]])
+    batch = centres[torch.randint(0, 4, (400,))] + 0.2 * torch.randn(400, 2)
+    fitted = VectorQuantizerEMA(n_codes=4, d_code=2, decay=0.999, dead_threshold=0.0, kmeans_init=True)
+    plain = VectorQuantizerEMA(n_codes=4, d_code=2, decay=0.999, dead_threshold=0.0)
+    fitted(batch); plain(batch)
+    assert (torch.cdist(centres, fitted.codebook).min(1).values < 0.3).all(), 'one batch of k-means finds every cluster'
+    assert (torch.cdist(centres, plain.codebook).min(1).values > 3).any()
+    def again(flat): raise AssertionError('k-means ran a second time')
+    fitted._init_codebook = again
+    fitted(batch + 100.0)  # k-means runs once; later batches move the codebook by EMA only
+    assert bool(fitted.initialized)
+    assert 'initialized' in fitted.state_dict() and 'initialized' not in plain.state_dict()
+    unit = VectorQuantizerEMA(n_codes=8, d_code=4, l2_norm=True)
+    out = unit(5 * torch.randn(64, 4))
+    assert torch.allclose(unit.codebook.norm(dim=1), torch.ones(8), atol=1e-5)
+    assert torch.allclose(out.quantized.norm(dim=1), torch.ones(64), atol=1e-5) and 0 < float(out.usage) <= 1
+    z = torch.randn(3, 4)
+    nearest_by_cosine = (torch.nn.functional.normalize(z, dim=1) @ unit.codebook.T).argmax(1)
+    assert torch.equal(unit.eval()(z * 7.0).codes, nearest_by_cosine), 'unit codes: the nearest code is the most similar direction'
