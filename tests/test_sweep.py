@@ -346,16 +346,18 @@ def fresh_sweep_module(monkeypatch):
     monkeypatch.delenv(sweep.RUN_DIR_ENV, raising=False)
 
 
-def test_log_metrics_by_hand(fresh_sweep_module, capsys):
+def test_log_metrics_by_hand(fresh_sweep_module, capsys, caplog):
     import numpy as np
     import torch
     m = sweep.log_metrics({'accuracy': np.float32(0.5), 'cm': torch.eye(2)}, prefix='test')
     m = sweep.log_metrics({'loss': float('nan')})
     assert m == {'test/accuracy': 0.5, 'test/cm': [[1.0, 0.0], [0.0, 1.0]], 'loss': None}
     assert 'test/accuracy: 0.5' in capsys.readouterr().out  # shown (printed outside Jupyter)
-    d = sweep.output_dir()
-    assert d.is_dir() and sweep.output_dir() == d and not (d / 'metrics.json').exists()
-    assert capsys.readouterr().out.count(str(d)) == 1  # the temp folder is announced once
+    with caplog.at_level('INFO', logger='neuronb.sweep'):
+        d = sweep.output_dir()
+        assert d.is_dir() and sweep.output_dir() == d and not (d / 'metrics.json').exists()
+    assert str(d) not in capsys.readouterr().out  # never printed: stored notebook outputs hold no machine path
+    assert sum(str(d) in r.getMessage() for r in caplog.records) == 1  # logged once, at INFO
     with pytest.raises(TypeError, match='dict'): sweep.log_metrics([('a', 1)])
     with pytest.raises(TypeError, match='non-empty strings'): sweep.log_metrics({1: 2.0})
 

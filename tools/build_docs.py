@@ -338,7 +338,9 @@ def api_markdown(obj, name: str, module_name: str, index: bool) -> str:
             return_doc = ''
     short = name.rsplit('.', 1)[-1]
     signature = f"{name if kind == 'method' else short}({', '.join(args)})" + (f' -> {returns}' if returns else '')
-    lines = [f'```{{py:{kind}}} {signature}', f':module: {module_name}']
+    # the current module first, so that names in annotations resolve to this module's classes (two modules may both
+    # define a `WindowDataset`)
+    lines = [f'```{{py:currentmodule}} {module_name}', '```', '', f'```{{py:{kind}}} {signature}', f':module: {module_name}']
     if not index: lines.append(':no-index:')
     lines.append('')
     doc = inspect.getdoc(obj) or ''
