@@ -32,6 +32,9 @@ nb_render_markdown_format = 'myst'  # show_doc's output is markdown with tables 
 nb_output_stderr = 'show'
 nb_merge_streams = True
 myst_enable_extensions = ['dollarmath', 'colon_fence', 'html_image']
+# API entries are Python-domain objects (for the search and the index); they stay out of the page contents and the
+# sidebar, where the notebook's own headings are
+toc_object_entries = False
 # Links are written by build_docs.py as final relative URLs (page.html#anchor): keep them as they are.
 myst_all_links_external = True
 # build_docs.py turns every Sphinx warning into an error, except these cosmetic ones: a heading level skipped in a

@@ -254,7 +254,9 @@ def test_every_notebook_has_a_page_in_the_navigation_in_order(built, server, cra
         info = pages[url]
         assert info['status'] == 200, f"{page}.html: HTTP {info['status']}"
         title = h1_of(nb)
-        assert title and title in info['h1'], f"{page}.html: expected the notebook's title {title!r}, got {info['h1']}"
+        typographic = lambda t: t.replace("'", '\u2019').replace('"', '\u201c')  # Sphinx's smart quotes
+        shown = [typographic(h).replace('\u201d', '\u201c') for h in info['h1']]
+        assert title and typographic(title) in shown, f"{page}.html: expected the notebook's title {title!r}, got {info['h1']}"
     home = pages[server + 'index.html']
     nav = [urlparse(u).path.lstrip('/').removesuffix('.html') for u in home['nav']]
     order = [p for p in expected.values() if p != 'index']
