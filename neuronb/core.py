@@ -225,8 +225,9 @@ def load_state(module: torch.nn.Module,  # where the weights go
     mapped = _map_keys(state_dict, key_map)
     own = module.state_dict()
     mismatched = []
-    for key, value in mapped.items():
-        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape:
+    for key in own:  # in the model's own order, so the message is the same whatever order the file stores
+        value = mapped.get(key)
+        if isinstance(value, torch.Tensor) and value.shape != own[key].shape:
             mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
     if mismatched and not allow_shape_mismatch:
         lines = '; '.join(f"{k}: checkpoint {s} vs model {m}" for k, s, m in mismatched[:20])
