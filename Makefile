@@ -10,7 +10,7 @@ STAMP := $(VENV)/.neuronb-installed
 MAIN_SPEC ?= papermill_runs/lfp_cpu.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: sweep test docs readme export clean-sweeps browser venv hooks
+.PHONY: sweep test docs readme export clean-sweeps browser system venv hooks
 
 venv: $(STAMP)
 
@@ -37,7 +37,13 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser
+# System programs some tests start: SLURM and munge (a one-node cluster on localhost, for the SLURM sweep backend)
+# and espeak-ng (speech synthesised offline for the audio encoding chapter).
+system:
+	@command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v espeak-ng >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge espeak-ng >/dev/null; }
+
+test: $(STAMP) browser system
 	bash tools/check_hygiene.sh
 	$(VENV)/bin/nbdev_test --n_workers 2 --timing
 	$(PY) -m pytest tests

@@ -34,6 +34,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'cloud': cfg.get('cloud_requirements', '').split(),
+                    'cluster': cfg.get('cluster_requirements', '').split(),
                     'bigquery': cfg.get('bigquery_requirements', '').split()},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else cfg['description'],

@@ -61,18 +61,24 @@ def output_dir() -> Path:
         logging.getLogger('neuronb.sweep').info("not under a sweep, outputs go to %s", _TEMP_DIR)
     return _TEMP_DIR
 
+def _shown(v) -> str:
+    "A metric as displayed: floats to 4 significant digits (metrics.json keeps every digit)."
+    if isinstance(v, float): return f"{v:.4g}"
+    if isinstance(v, list): return '[' + ', '.join(_shown(x) for x in v) + ']'
+    return str(v)
+
 def _show_metrics(new: dict) -> None:
     try:
         from IPython import get_ipython
         shell = get_ipython()
     except ImportError: shell = None
     if shell is None:
-        for k, v in new.items(): print(f"{k}: {v}")
+        for k, v in new.items(): print(f"{k}: {_shown(v)}")
         return
     from IPython.display import display
-    cell = lambda x: str(x).replace('|', '\\|')
+    cell = lambda x: _shown(x).replace('|', '\\|')
     md = '| metric | value |\n|:--|--:|\n' + '\n'.join(f"| {cell(k)} | {cell(v)} |" for k, v in new.items())
-    display({'text/markdown': md, 'text/plain': '\n'.join(f"{k}: {v}" for k, v in new.items())}, raw=True)
+    display({'text/markdown': md, 'text/plain': '\n'.join(f"{k}: {_shown(v)}" for k, v in new.items())}, raw=True)
 
 def log_metrics(metrics: dict,  # metric name -> value (number, bool, string, tensor, array, nested list)
                 prefix: str | None = None,  # prepended as '<prefix>/<name>', e.g. 'test' -> 'test/accuracy'
