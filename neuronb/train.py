@@ -485,7 +485,10 @@ class FitResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # final logged metrics (floats) and per-split details
     log_dir: str | None = None  # this call's CSV log folder (metrics.csv); TensorBoard logs are under out_dir/tb
 
-_LIGHTNING_NOTES = ('.*smaller than the logging interval', '.*but have no `val_dataloader`', ".*does not have many workers")
+_LIGHTNING_NOTES = ('.*smaller than the logging interval', '.*but have no `val_dataloader`', ".*does not have many workers",
+                    # SLURM installed (a login node, a notebook server) but this process not started by srun: a run on
+                    # this machine is what was asked for; a SLURM job started with srun is detected as usual
+                    '.*The `srun` command is available on your system but is not used')
 
 @contextlib.contextmanager
 def _lightning_info(verbose: bool):

@@ -347,3 +347,21 @@ def test_lr_groups_and_objective_parameters_in_the_optimiser():
         TaskModule(net, objective=objective, lr_groups={'2': 1e-4})
     with pytest.raises(ValueError, match='either objective=... or the task arguments'):
         TaskModule(net, task='regression', objective=objective)
+
+
+def test_fit_on_a_machine_with_slurm_installed_stays_quiet_unless_verbose(loaders, tmp_path, monkeypatch, recwarn):
+    # a login node or notebook server has `srun` on PATH; a process not started by srun runs here, as asked
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text('#!/bin/sh\nexit 0\n')
+    (bin_dir / 'srun').chmod(0o755)
+    monkeypatch.setenv('PATH', f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for var in ('SLURM_NTASKS', 'SLURM_JOB_NAME', 'SLURM_JOB_ID'):
+        monkeypatch.delenv(var, raising=False)
+    module = TaskModule(small_cnn(), task='multiclass', n_classes=3, lr=1e-2)
+    fit(module, loaders['train'], loaders['val'], max_epochs=1, seed=0, out_dir=tmp_path / 'quiet', progress_bar=False)
+    assert not [w for w in recwarn if 'srun' in str(w.message)]
+    module = TaskModule(small_cnn(), task='multiclass', n_classes=3, lr=1e-2)
+    with pytest.warns(Warning, match='`srun` command is available'):
+        fit(module, loaders['train'], loaders['val'], max_epochs=1, seed=0, out_dir=tmp_path / 'verbose',
+            progress_bar=False, verbose=True)
