@@ -121,6 +121,19 @@ def _notebook_with_outputs(path: Path, outputs: list[dict]) -> Path:
     return path
 
 
+def _png(width: int, height: int) -> str:
+    "A real PNG of the given size, base64 as notebooks store it."
+    import base64, io
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 @pytest.mark.parametrize('output, what', [
     ({'output_type': 'stream', 'name': 'stderr', 'text': 'GPU available: False\n'}, 'output on stderr'),
     ({'output_type': 'stream', 'name': 'stdout', 'text': 'saved to /tmp/neuronb-run-x1/metrics.json\n'},
@@ -129,6 +142,7 @@ def _notebook_with_outputs(path: Path, outputs: list[dict]) -> Path:
       'data': {'text/plain': "PosixPath('/work/main/nbs/data')"}}, 'a machine path'),
     ({'output_type': 'stream', 'name': 'stdout', 'text': 'x.py:3: UserWarning: bad thing\n'}, 'warning text'),
     ({'output_type': 'error', 'ename': 'ValueError', 'evalue': 'boom', 'traceback': []}, 'an error output'),
+    ({'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': _png(1400, 300)}}, '1400 px wide'),
 ])
 def test_output_check_names_each_kind_of_leak(tmp_path, output, what):
     "tools/check_outputs.py: each leak is named with its notebook and cell; a clean output passes."
@@ -140,7 +154,8 @@ def test_output_check_names_each_kind_of_leak(tmp_path, output, what):
     problems = check.problems_in(leaky)
     assert len(problems) == 1 and what in problems[0] and 'cell 0' in problems[0], problems
     clean = _notebook_with_outputs(tmp_path / 'clean.ipynb', [
-        {'output_type': 'stream', 'name': 'stdout', 'text': 'test/accuracy: 0.812 (relative path runs/a)\n'}])
+        {'output_type': 'stream', 'name': 'stdout', 'text': 'test/accuracy: 0.812 (relative path runs/a)\n'},
+        {'output_type': 'display_data', 'metadata': {}, 'data': {'image/png': _png(1000, 300)}}])
     assert check.problems_in(clean) == []
     assert check.main([str(tmp_path / 'clean.ipynb')]) == 0
     assert check.main([str(leaky)]) == 1

@@ -5,7 +5,9 @@ A stored output must not hold
 - a stream written to stderr (warnings, progress bars and library chatter all go there),
 - an error (a notebook is stored after a clean run),
 - a path of the machine that ran it (`/work/`, `/tmp/`, `/home/`, `/root/`, `/Users/`, `site-packages`),
-- warning text (`SomethingWarning:` as Python's `warnings` module prints it).
+- warning text (`SomethingWarning:` as Python's `warnings` module prints it),
+- a figure wider than the docs column can show legibly (`MAX_FIGURE_PX`: 11 inches at the inline backend's 100 dpi;
+  a wider figure is shrunk until its labels cannot be read: put its panels in rows instead).
 
     python tools/check_outputs.py [NOTEBOOK_OR_FOLDER ...]   (default: nbs/)
 
@@ -13,13 +15,24 @@ Exit status 1 with one line per problem (notebook, cell number, what was found a
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
+import struct
 import sys
 from pathlib import Path
 
 MACHINE_PATH = re.compile(r"(?<![\w.])(/work/|/tmp/|/home/|/root/|/Users/|/private/var/)|site-packages")
 WARNING_TEXT = re.compile(r"\b[A-Z]\w*Warning: ")
+MAX_FIGURE_PX = 1100
+
+
+def png_size(data: str | list) -> tuple[int, int]:
+    "Width and height in pixels of a base64 PNG as stored in a notebook output."
+    raw = base64.b64decode(''.join(data) if isinstance(data, list) else data)
+    if raw[:8] != b'\x89PNG\r\n\x1a\n':
+        raise ValueError('not a PNG')
+    return struct.unpack('>II', raw[16:24])
 
 
 def output_texts(output: dict) -> list[str]:
@@ -50,6 +63,12 @@ def problems_in(notebook: Path) -> list[str]:
                 text = ''.join(output.get('text', ''))
                 found.append(f"{notebook}: cell {index}: output on stderr: {text.strip()[:120]!r}")
                 continue
+            png = output.get('data', {}).get('image/png')
+            if png is not None:
+                width, height = png_size(png)
+                if width > MAX_FIGURE_PX:
+                    found.append(f"{notebook}: cell {index}: a figure {width} px wide (at most {MAX_FIGURE_PX}: the docs "
+                                 f"column shrinks it until its labels cannot be read; use figsize <= 11 in, panels in rows)")
             for text in output_texts(output):
                 for pattern, what in ((MACHINE_PATH, 'a machine path'), (WARNING_TEXT, 'warning text')):
                     match = pattern.search(text)
