@@ -10,7 +10,7 @@ STAMP := $(VENV)/.neuronb-installed
 MAIN_SPEC ?= papermill_runs/lfp_cpu.yaml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: sweep test docs readme export clean-sweeps browser system venv hooks
+.PHONY: sweep test docs readme export clean-sweeps browser system venv hooks screenshots
 
 venv: $(STAMP)
 
@@ -50,6 +50,12 @@ test: $(STAMP) browser system
 
 docs: $(STAMP)
 	$(PY) tools/build_docs.py
+
+# Screenshots of the built site (index, an API page, an experiment page) for review, outside the repository:
+#   make docs screenshots SHOTS=/tmp/neuronb-shots
+SHOTS ?= $(TMPDIR)/neuronb-screenshots
+screenshots: $(STAMP) browser
+	$(PY) tools/screenshots.py $(or $(SHOTS),/tmp/neuronb-screenshots)
 
 readme: $(STAMP)
 	$(PY) tools/build_docs.py --readme-only

@@ -11,11 +11,13 @@ import ast
 import base64
 import functools
 import http.server
+import importlib.util
 import io
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -501,3 +503,20 @@ def test_model_table_lists_every_registered_model(built, server, browser):
         assert name in table, f"{reg.kind} {name!r} is not in the model table: {sorted(table)}"
         assert table[name][4] == f"{n_params(reg.build(name)):,}", (name, table[name])
     assert len(rows) == len(expected)
+
+
+def test_screenshots_of_the_built_site_land_outside_the_repository(built, tmp_path):
+    "tools/screenshots.py: one PNG per page at the window width asked for; never into the repository."
+    spec = importlib.util.spec_from_file_location('screenshots', ROOT / 'tools/screenshots.py')
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    with pytest.raises(ValueError, match='outside the repository'):
+        shots.screenshots(ROOT / 'screenshots', site=built['site'])
+    with pytest.raises(FileNotFoundError, match='no page'):
+        shots.screenshots(tmp_path, site=built['site'], pages=('no-such-page',))
+    paths = shots.screenshots(tmp_path / 'shots', site=built['site'], pages=('index', 'train'), width=1200,
+                              max_height=1400)
+    assert [p.name for p in paths] == ['index.png', 'train.png']
+    for path in paths:
+        width, height = struct.unpack('>II', path.read_bytes()[16:24])
+        assert width == 1200 and 1000 <= height <= 1400, (path, width, height)
