@@ -193,7 +193,10 @@ def test_vq_kmeans_init_uses_the_data_and_l2_codes_stay_unit():
     unit = VectorQuantizerEMA(n_codes=8, d_code=4, l2_norm=True)
     out = unit(5 * torch.randn(64, 4))
     assert torch.allclose(unit.codebook.norm(dim=1), torch.ones(8), atol=1e-5)
-    assert torch.allclose(out.quantized.norm(dim=1), torch.ones(64), atol=1e-5) and 0 < float(out.usage) <= 1
+    assert torch.allclose(out.quantized.norm(dim=1), torch.ones(64), atol=1e-5)
+    assert float(out.usage) == out.codes.unique().numel() / 8, 'usage: the share of the 8 codes this batch used'
+    counts = torch.bincount(out.codes, minlength=8).float() / 64
+    assert torch.isclose(out.perplexity, torch.exp(-(counts * torch.log(counts + 1e-10)).sum()))
     z = torch.randn(3, 4)
     nearest_by_cosine = (torch.nn.functional.normalize(z, dim=1) @ unit.codebook.T).argmax(1)
     assert torch.equal(unit.eval()(z * 7.0).codes, nearest_by_cosine), 'unit codes: the nearest code is the most similar direction'
