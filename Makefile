@@ -46,7 +46,7 @@ system:
 test: $(STAMP) browser system
 	bash tools/check_hygiene.sh
 	$(VENV)/bin/nbdev_test --n_workers 2 --timing
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 docs: $(STAMP)
 	$(PY) tools/build_docs.py
