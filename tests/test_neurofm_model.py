@@ -1,4 +1,6 @@
 "NeuroFMx model: shapes, missing modalities, bad input, gradient reversal, the objective's terms, freezing, equal-size backbones."
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,11 +107,33 @@ def test_objective_terms_and_weighting(weighting):
     out = objective.step(model, _batch(model), 'train', objective.make_metrics())
     assert set(out.losses) == {'decode', 'encode', 'contrastive', 'adversarial'}
     assert all(torch.isfinite(v) for v in out.losses.values())
-    assert 0 < out.logs['grl_coefficient'] < 1
+    assert out.logs['grl_coefficient'] == pytest.approx(2 / (1 + math.exp(-10 * 0.5)) - 1)  # lambda(p) = 2 / (1 + e^(-gamma p)) - 1 at p = 0.5
     assert (weighting == 'uncertainty') == ('weight_decode' in out.logs)
     sum(out.losses.values()).backward()
     if weighting == 'uncertainty':
-        assert objective.log_vars.grad.abs().min() > 0
+        # the first training batch starts every term at weight 1 / its loss (each weighted term at 1), which is where
+        # exp(-s) L + s is stationary in s: no gradient on the log-variances yet, and one as soon as a loss changes
+        for term in NeuroFMxObjective.TERMS:
+            assert out.logs[f'weight_{term}'] * out.logs[f'raw_loss_{term}'] == pytest.approx(1.0, rel=1e-4)
+        assert bool(objective.log_vars_set)
+        torch.testing.assert_close(objective.log_vars.grad, torch.zeros(3), atol=1e-5, rtol=0)
+        objective.log_vars.grad = None
+        later = objective.step(model, _batch(model, seed=1), 'train', None)
+        sum(later.losses.values()).backward()
+        assert objective.log_vars.grad.abs().min() > 1e-4
+
+
+def test_uncertainty_weights_are_set_once_and_only_by_training():
+    torch.manual_seed(0)
+    model = NeuroFMx()
+    objective = NeuroFMxObjective()
+    objective.step(model, _batch(model), 'val', None)
+    assert objective.log_vars.detach().abs().max() == 0 and not bool(objective.log_vars_set)
+    objective.step(model, _batch(model), 'train', None)
+    started = objective.log_vars.detach().clone()
+    assert started.abs().min() > 0
+    objective.step(model, _batch(model, seed=1), 'train', None)
+    torch.testing.assert_close(objective.log_vars.detach(), started)  # later batches leave them to the optimiser
 
 
 def test_fixed_zero_weight_drops_a_term_and_unknown_terms_are_refused():
@@ -126,9 +150,21 @@ def test_encode_loss_is_poisson_for_counts_and_squared_error_otherwise():
     batch = _batch(model)
     objective = NeuroFMxObjective()
     out = model(batch['x'])
-    expected = (F.poisson_nll_loss(out.reconstruction['spikes'], batch['x']['spikes'], log_input=True)
-                + F.mse_loss(out.reconstruction['lfp'], batch['x']['lfp'])) / 2
-    torch.testing.assert_close(objective.encode_loss(model, out, batch), expected)
+    counts = batch['x']['spikes']
+    saturated = F.poisson_nll_loss(torch.log(counts.clamp(min=1e-12)), counts, log_input=True, reduction='none')
+    deviance = F.poisson_nll_loss(out.reconstruction['spikes'], counts, log_input=True, reduction='none') - saturated
+    expected = (deviance.mean() + F.mse_loss(out.reconstruction['lfp'], batch['x']['lfp'])) / 2
+    torch.testing.assert_close(objective.encode_loss(model, out, batch), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_poisson_deviance_is_zero_at_the_counts_and_positive_elsewhere():
+    from neuronb.neurofm.model import poisson_deviance
+    counts = torch.tensor([0.0, 1.0, 4.0, 30.0])
+    torch.testing.assert_close(poisson_deviance(torch.log(counts.clamp(min=1e-8)), counts), torch.zeros(4), atol=1e-6, rtol=0)
+    off = poisson_deviance(torch.log(counts + 1.0), counts)
+    assert (off > 0).all()
+    # rates of 30 (spikes/s): the plain Poisson NLL is far below zero there, the deviance is not
+    assert F.poisson_nll_loss(torch.log(counts[3:]), counts[3:], log_input=True) < -60
 
 
 def test_any_subset_of_modalities_per_batch():

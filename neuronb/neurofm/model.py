@@ -23,7 +23,7 @@ from ..train import Objective, StepOutput
 # %% auto #0
 __all__ = ['COMPONENTS', 'MODELS', 'GPU_CONFIG', 'SessionLinear', 'StepTokenizer', 'sinusoidal_positions', 'WindowTokenizer',
            'masked_modality_mean', 'PerceiverFusion', 'TransformerBackbone', 'matched_mlp_ratio', 'NeuroFMxOutput',
-           'NeuroFMx', 'standard_batch', 'NeuroFMxObjective']
+           'NeuroFMx', 'standard_batch', 'poisson_deviance', 'NeuroFMxObjective']
 
 # %% ../../nbs/neurofm/04_model.ipynb #0cb6514f
 class SessionLinear(nn.Module):
@@ -424,6 +424,12 @@ def standard_batch(batch: dict,  # {'x' or 'signals': {modality: array}, 'behavi
         batch = {**batch, 'behavior': behavior}
     return batch
 
+def poisson_deviance(log_rate: torch.Tensor,  # predicted log rates
+                     counts: torch.Tensor,  # observed counts (or rates), >= 0
+                    ) -> torch.Tensor:  # elementwise, >= 0, zero where exp(log_rate) == counts
+    "Poisson negative log-likelihood minus its minimum over rates (half the Poisson deviance): a loss that cannot go below 0."
+    return torch.exp(log_rate) - counts * log_rate - counts + torch.xlogy(counts, counts)
+
 class NeuroFMxObjective(Objective):
     "Decoding, encoding (Poisson for counts), tri-modal contrastive and species-adversarial losses of `NeuroFMx`."
     TERMS = ('decode', 'encode', 'contrastive')  # combined by fixed or uncertainty weights
@@ -445,6 +451,15 @@ class NeuroFMxObjective(Objective):
         self.weights = {term: float((weights or {}).get(term, 1.0)) for term in self.TERMS}
         self.adversarial_weight, self.modality_dropout, self.contrast_rows = adversarial_weight, modality_dropout, contrast_rows
         self.log_vars = nn.Parameter(torch.zeros(len(self.TERMS))) if weighting == 'uncertainty' else None
+        self.register_buffer('log_vars_set', torch.tensor(False))  # True once the first training batch has set `log_vars`
+
+    @torch.no_grad()
+    def start_weights(self, raw: Mapping[str, torch.Tensor],  # term -> raw loss of the first training batch
+                     ):
+        "Set each log-variance to the log of its term's first loss, so that every term starts at weight 1 / loss."
+        for i, term in enumerate(self.TERMS):
+            if term in raw: self.log_vars[i] = torch.log(raw[term].detach().float().clamp(min=1e-4))
+        self.log_vars_set.fill_(True)
 
     def make_metrics(self):
         return torchmetrics.MetricCollection({'r2': torchmetrics.R2Score(multioutput='uniform_average')})
@@ -472,7 +487,7 @@ class NeuroFMxObjective(Objective):
             has = present[name].bool() if name in present else torch.ones(len(target), dtype=torch.bool, device=target.device)
             if not has.any(): continue
             prediction = out.reconstruction[name].float()
-            if name in model.count_modalities: elementwise = F.poisson_nll_loss(prediction, target, log_input=True, reduction='none')
+            if name in model.count_modalities: elementwise = poisson_deviance(prediction, target)
             else: elementwise = F.mse_loss(prediction, target, reduction='none')
             weight = has[:, None, None].expand_as(elementwise).float()
             if name in channel_masks: weight = weight * channel_masks[name].float()[:, None, :]
@@ -508,6 +523,7 @@ class NeuroFMxObjective(Objective):
         if self.log_vars is not None or self.weights['encode']: raw['encode'] = self.encode_loss(model, out, batch)
         if self.log_vars is not None or self.weights['contrastive']: raw['contrastive'] = self.contrastive_loss(model, out, batch)
         if metrics is not None and labelled.any(): metrics['r2'].update(decoded.detach(), behavior[labelled])
+        if self.log_vars is not None and split == 'train' and not bool(self.log_vars_set): self.start_weights(raw)
         losses, logs = {}, {}
         for i, term in enumerate(self.TERMS):
             if term not in raw: continue
