@@ -111,7 +111,7 @@ def test_mem_objective_masks_symmetric_and_masks_missing_labels():
     sex = torch.tensor([1, -1, -1, -1])
     out = objective.step(model, {'x': x, 'age': age, 'sex': sex}, 'train', objective.make_metrics())
     assert set(out.losses) == {'mem', 'aux_age', 'aux_sex'} and all(torch.isfinite(v) for v in out.losses.values())
-    assert 0 <= float(out.logs['mem_accuracy']) <= 1 and float(out.logs['mem_majority']) > 0
+    assert 0 < float(out.logs['mem_majority']) <= 1
     out.losses['mem'].backward()
     assert model.encoder.patch_embed.temporal_conv.conv1.weight.grad is not None
     assert all(p.grad is None for p in model.tokenizer.parameters()), 'the tokenizer is frozen during MEM'
@@ -119,6 +119,23 @@ def test_mem_objective_masks_symmetric_and_masks_missing_labels():
     assert float(only_missing.losses['aux_age']) == 0.0 and float(only_missing.losses['aux_sex']) == 0.0
     with pytest.raises(ValueError, match='codes'):
         MEMObjective(model.d_model, 32).step(model, {'x': x}, 'train', None)
+
+
+def test_mem_accuracy_counts_hidden_tokens_whose_code_the_head_predicts():
+    "A head that always answers code 3 is right on every hidden token when every code is 3, and on none when every code is 5."
+    seed_everything(0)
+    model = LaBraMPretrainer()
+    objective = MEMObjective(model.d_model, 64)
+    with torch.no_grad():
+        objective.head.weight.zero_()
+        objective.head.bias.zero_()
+        objective.head.bias[3] = 10.0
+    x = model.example_input(4)
+    n_tokens = model.encoder.n_chans * model.encoder.n_patches
+    for code, expected in ((3, 1.0), (5, 0.0)):
+        model.tokenizer.tokenize = lambda x, code=code: torch.full((len(x), n_tokens), code, dtype=torch.long)
+        out = objective.step(model, {'x': x}, 'train', None)
+        assert float(out.logs['mem_accuracy']) == expected and float(out.logs['mem_majority']) == 1.0
 
 
 @pytest.mark.slow

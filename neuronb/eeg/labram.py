@@ -22,8 +22,8 @@ from ..train import MultiTaskObjective, Objective, StepOutput, TaskSpec
 
 # %% auto #0
 __all__ = ['MODELS', 'LABRAM_CHANNELS', 'braindecode_labram', 'labram_chs_info', 'channel_weights', 'LaBraM', 'fourier_targets',
-           'TokenizerOutput', 'NeuralTokenizer', 'VQNSPObjective', 'codebook_usage', 'structured_windows',
-           'LaBraMPretrainer', 'demographic_tasks', 'MEMObjective']
+           'TokenizerOutput', 'embedding_encoder', 'NeuralTokenizer', 'VQNSPObjective', 'codebook_usage',
+           'structured_windows', 'LaBraMPretrainer', 'demographic_tasks', 'MEMObjective']
 
 # %% ../../nbs/eeg/04_labram.ipynb #27564389
 def braindecode_labram():
@@ -230,6 +230,11 @@ class TokenizerOutput:
     perplexity: torch.Tensor  # scalar, exp(entropy) of the batch's code usage
     usage: torch.Tensor  # scalar, share of the codebook used in the batch
 
+def embedding_encoder(**options) -> LaBraM:
+    "A `LaBraM` that returns the (batch, d_model) embedding (`n_outputs=0`): the encoder of the tokenizer and of the pretrainer. `options` are `LaBraM`'s."
+    if options.get('n_outputs', 0) != 0: raise ValueError(f"embedding_encoder builds an encoder without read-out (n_outputs=0), got n_outputs={options['n_outputs']}")
+    return LaBraM(**(options | {'n_outputs': 0}))
+
 class _SpectrumDecoder(nn.Module):
     "Quantised tokens -> per-patch predictions: a linear map, the encoder's spatial and temporal embeddings, blocks, a head."
     def __init__(self, encoder: LaBraM, d_code: int, n_freqs: int, depth: int, n_heads: int):
@@ -266,8 +271,8 @@ class NeuralTokenizer(nn.Module):
                  kmeans_init: bool = True,  # initialise the codebook by k-means of the first batch
                 ):
         super().__init__()
-        self.encoder = LaBraM(n_chans=n_chans, n_times=n_times, sfreq=sfreq, chs_info=chs_info, n_outputs=0, patch_len=patch_len,
-                              conv_channels=conv_channels, depth=depth, n_heads=n_heads)
+        self.encoder = embedding_encoder(n_chans=n_chans, n_times=n_times, sfreq=sfreq, chs_info=chs_info, patch_len=patch_len,
+                                         conv_channels=conv_channels, depth=depth, n_heads=n_heads)
         d_model = self.encoder.d_model
         self.n_codes, self.d_code, self.patch_len, self.n_freqs = n_codes, d_code, patch_len, patch_len // 2 + 1
         self.task_layer = nn.Sequential(nn.Linear(d_model, d_model), nn.Tanh(), nn.Linear(d_model, d_code))
@@ -366,8 +371,8 @@ class LaBraMPretrainer(nn.Module):
                  d_code: int = 16,  # code width (64 in the paper)
                 ):
         super().__init__()
-        self.encoder = LaBraM(n_chans=n_chans, n_times=n_times, sfreq=sfreq, chs_info=chs_info, n_outputs=0, patch_len=patch_len,
-                              conv_channels=conv_channels, depth=depth, n_heads=n_heads, dropout=dropout, drop_path=drop_path)
+        self.encoder = embedding_encoder(n_chans=n_chans, n_times=n_times, sfreq=sfreq, chs_info=chs_info, patch_len=patch_len,
+                                         conv_channels=conv_channels, depth=depth, n_heads=n_heads, dropout=dropout, drop_path=drop_path)
         self.tokenizer = NeuralTokenizer(n_chans=n_chans, n_times=n_times, sfreq=sfreq, chs_info=chs_info, patch_len=patch_len,
                                          conv_channels=conv_channels, depth=tokenizer_depth, n_heads=n_heads, n_codes=n_codes, d_code=d_code)
         self.d_model = self.encoder.d_model
