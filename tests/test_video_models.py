@@ -197,3 +197,22 @@ def test_objective_reads_both_token_sets():
     out = objective.step(model, batch, 'train', metrics)
     assert out.batch_size == 4 and torch.isfinite(out.losses['loss'])
     assert set(metrics.compute()) == {'accuracy', 'top5_accuracy', 'balanced_accuracy'}
+
+
+def test_token_stats_make_the_model_invariant_to_channel_scale_and_offset():
+    "Tokens rescaled and shifted per channel (as another frozen backbone's scale would) give the same logits once the statistics are fitted."
+    torch.manual_seed(0)
+    model = MODELS.build('cross_fusion').eval()
+    semantic, motion = model.example_input(batch_size=16)
+    scale_s, shift_s = torch.rand(96) * 0.02 + 1e-3, torch.randn(96) * 5
+    scale_m, shift_m = torch.rand(128) * 0.02 + 1e-3, torch.randn(128)
+    far_semantic, far_motion = semantic * scale_s + shift_s, motion * scale_m + shift_m
+    with torch.no_grad():
+        model.fit_token_stats(semantic, motion)
+        reference = model(semantic, motion)
+        model.fit_token_stats(far_semantic, far_motion)
+        assert torch.allclose(model(far_semantic, far_motion), reference, atol=1e-3)
+        model.fit_token_stats(semantic, motion)  # statistics of the other tokens: the far tokens now read differently
+        assert (model(far_semantic, far_motion) - reference).abs().max() > 10 * (reference.std() * 1e-3)
+    with pytest.raises(ValueError, match='semantic tokens must be'):
+        model.fit_token_stats(semantic[..., :8], motion)

@@ -5,6 +5,7 @@
 # %% ../../nbs/video/05_models.ipynb #0003
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,9 +25,9 @@ from ..nn.registry import Registry, n_params
 from ..train import ClassificationObjective
 
 # %% auto #0
-__all__ = ['MODELS', 'FULL_SIZE', 'sinusoid_features', 'clip_times', 'grid_positions', 'SpatialGraphBias', 'TemporalGraphBias',
-           'FusionLayer', 'FusionOutput', 'VideoFusion', 'cross_fusion', 'concat_fusion', 'semantic_only',
-           'motion_only', 'TokenDataset', 'VideoObjective', 'topk_accuracy', 'per_class_accuracy', 'confusion_counts',
+__all__ = ['MODELS', 'FULL_SIZE', 'cross_fusion', 'concat_fusion', 'semantic_only', 'motion_only', 'sinusoid_features',
+           'clip_times', 'grid_positions', 'SpatialGraphBias', 'TemporalGraphBias', 'FusionLayer', 'FusionOutput',
+           'VideoFusion', 'TokenDataset', 'VideoObjective', 'topk_accuracy', 'per_class_accuracy', 'confusion_counts',
            'largest_confusions', 'reliability_table', 'expected_calibration_error', 'fit_temperature',
            'plot_reliability', 'classification_summary']
 
@@ -183,13 +184,17 @@ class VideoFusion(nn.Module):
         self.graph, self.frame_order, self.grad_checkpointing = graph, frame_order, grad_checkpointing
         n_freqs = 8
         if self.use_semantic:
-            self.input_norm_s = nn.LayerNorm(d_semantic)  # frozen features come at any scale (e.g. random-init backbones)
+            self.register_buffer('semantic_shift', torch.zeros(d_semantic))  # token statistics (`fit_token_stats`)
+            self.register_buffer('semantic_scale', torch.ones(d_semantic))
+            self.input_norm_s = nn.LayerNorm(d_semantic)
             self.register_buffer('frame_code', sinusoid_features(clip_times(n_frames), n_freqs), persistent=False)
             self.register_buffer('patch_code', sinusoid_features(grid_positions(grid) / max(1, grid - 1), n_freqs), persistent=False)
             self.frame_embed = nn.Linear(2 * n_freqs, d_semantic) if frame_order else None
             self.patch_embed = nn.Linear(4 * n_freqs, d_semantic)
             self.spatial_bias = SpatialGraphBias(grid, n_heads) if graph else None
         if self.use_motion:
+            self.register_buffer('motion_shift', torch.zeros(d_motion))
+            self.register_buffer('motion_scale', torch.ones(d_motion))
             self.input_norm_m = nn.LayerNorm(d_motion)
             self.register_buffer('segment_code', sinusoid_features(clip_times(n_segments), n_freqs), persistent=False)
             self.segment_embed = nn.Linear(2 * n_freqs, d_motion)
@@ -211,6 +216,22 @@ class VideoFusion(nn.Module):
         motion = torch.randn(batch_size, shapes['n_segments'], shapes['d_motion'])
         return semantic, motion
 
+    @torch.no_grad()
+    def fit_token_stats(self, semantic: torch.Tensor | None = None,  # (n_items, n_frames, n_patches, d_semantic) training tokens
+                        motion: torch.Tensor | None = None,  # (n_items, n_segments, d_motion) training tokens
+                        eps: float = 1e-6,  # floor of the standard deviation (relative to the largest one)
+                       ) -> 'VideoFusion':
+        "Standardise each channel of the frozen tokens by its mean and standard deviation over the training tokens."
+        for name, tokens, used in (('semantic', semantic, self.use_semantic), ('motion', motion, self.use_motion)):
+            if tokens is None or not used: continue
+            flat = torch.as_tensor(tokens, dtype=torch.float32).reshape(-1, tokens.shape[-1])
+            if flat.shape[-1] != self.shapes[f'd_{name}'] or len(flat) < 2:
+                raise ValueError(f"fit_token_stats: {name} tokens must be (..., {self.shapes[f'd_{name}']}) with at least 2 rows, got {tuple(tokens.shape)}")
+            std = flat.std(0)
+            getattr(self, f'{name}_shift').copy_(flat.mean(0))
+            getattr(self, f'{name}_scale').copy_(std.clamp(min=eps * float(std.max()) + 1e-12))
+        return self
+
     def _check(self, name: str, x: torch.Tensor, expected: tuple):
         if x is None or tuple(x.shape[1:]) != expected:
             got = None if x is None else tuple(x.shape)
@@ -225,12 +246,14 @@ class VideoFusion(nn.Module):
         s = m = bias_s = bias_m = None
         if self.use_semantic:
             self._check('semantic', semantic, (shapes['n_frames'], shapes['n_patches'], shapes['d_semantic']))
+            semantic = (semantic - self.semantic_shift) / self.semantic_scale
             s = self.input_norm_s(semantic) + self.patch_embed(self.patch_code)
             if self.frame_order: s = s + self.frame_embed(self.frame_code)[:, None]
             if self.spatial_bias is not None:
                 bias_s = self.spatial_bias(semantic.reshape(-1, shapes['n_patches'], shapes['d_semantic']))
         if self.use_motion:
             self._check('motion', motion, (shapes['n_segments'], shapes['d_motion']))
+            motion = (motion - self.motion_shift) / self.motion_scale
             m = self.input_norm_m(motion) + self.segment_embed(self.segment_code)
             if self.temporal_bias is not None: bias_m = self.temporal_bias()
         attention = []
@@ -263,41 +286,28 @@ MODELS = Registry('video model', hint='the builders are in neuronb.video.models'
 FULL_SIZE = dict(n_outputs=174, d_semantic=768, d_motion=512, d_bottleneck=256, depth=3, n_heads=8, mlp_ratio=4.0,
                  n_frames=8, grid=14, n_segments=8)  # ViT-B/16 at 224 px (8 frames), dense R3D-18 (16 frames), SSv2
 
-@MODELS.register('cross_fusion')
-def cross_fusion(n_outputs: int = 10, d_semantic: int = 96, d_motion: int = 128, d_bottleneck: int | None = 32, depth: int = 2,
-                 n_heads: int = 2, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
-                 layerscale_init: float | None = 0.1, n_frames: int = 8, grid: int = 4, n_segments: int = 8,
-                 graph: bool = True, grad_checkpointing: bool = False) -> VideoFusion:
-    "Graph attention in each stream and bottleneck cross-attention between them (the proposed model)."
-    options = dict(locals())
-    return VideoFusion(**options, streams='both', fusion='cross')
+def _variant(name: str,  # registry name (and the builder's name)
+             doc: str,  # the builder's docstring
+             unused: tuple[str, ...] = (),  # `VideoFusion` options the variant does not take (e.g. the width of a stream it ignores)
+             **fixed,  # `VideoFusion` options the variant fixes (streams, fusion, frame_order)
+            ):
+    "Register a `VideoFusion` builder taking every other constructor option, with the same defaults."
+    parameters = [p for key, p in inspect.signature(VideoFusion).parameters.items() if key not in fixed and key not in unused]
+    def build(**options) -> VideoFusion: return VideoFusion(**options, **fixed)
+    build.__signature__ = inspect.Signature(parameters, return_annotation=VideoFusion)
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return MODELS.register(name)(build)
 
-@MODELS.register('concat_fusion')
-def concat_fusion(n_outputs: int = 10, d_semantic: int = 96, d_motion: int = 128, d_bottleneck: int | None = 32, depth: int = 2,
-                  n_heads: int = 2, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
-                  layerscale_init: float | None = 0.1, n_frames: int = 8, grid: int = 4, n_segments: int = 8,
-                  graph: bool = True, grad_checkpointing: bool = False) -> VideoFusion:
-    "The same streams without cross-attention, joined by concatenating their pooled tokens before the head."
-    options = dict(locals())
-    return VideoFusion(**options, streams='both', fusion='concat')
+cross_fusion = _variant('cross_fusion', "Graph attention in each stream and bottleneck cross-attention between them (the proposed model).",
+                        streams='both', fusion='cross', frame_order=True)
+concat_fusion = _variant('concat_fusion', "The same streams without cross-attention, joined by concatenating their pooled tokens before the head.",
+                         streams='both', fusion='concat', frame_order=True)
+semantic_only = _variant('semantic_only', "The semantic stream alone, frames processed apart and averaged: a frame-bag model (motion tokens ignored).",
+                         unused=('d_motion',), streams='semantic', fusion='cross', frame_order=False)
+motion_only = _variant('motion_only', "The motion stream alone (semantic tokens ignored).",
+                       unused=('d_semantic',), streams='motion', fusion='cross', frame_order=True)
 
-@MODELS.register('semantic_only')
-def semantic_only(n_outputs: int = 10, d_semantic: int = 96, d_bottleneck: int | None = 32, depth: int = 2,
-                  n_heads: int = 2, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
-                  layerscale_init: float | None = 0.1, n_frames: int = 8, grid: int = 4, n_segments: int = 8,
-                  graph: bool = True, grad_checkpointing: bool = False) -> VideoFusion:
-    "The semantic stream alone, frames processed apart and averaged: a frame-bag model (motion tokens ignored)."
-    options = dict(locals())
-    return VideoFusion(**options, streams='semantic', frame_order=False)
-
-@MODELS.register('motion_only')
-def motion_only(n_outputs: int = 10, d_motion: int = 128, d_bottleneck: int | None = 32, depth: int = 2,
-                n_heads: int = 2, mlp_ratio: float = 2.0, dropout: float = 0.0, drop_path: float = 0.0,
-                layerscale_init: float | None = 0.1, n_frames: int = 8, grid: int = 4, n_segments: int = 8,
-                graph: bool = True, grad_checkpointing: bool = False) -> VideoFusion:
-    "The motion stream alone (semantic tokens ignored)."
-    options = dict(locals())
-    return VideoFusion(**options, streams='motion')
 
 # %% ../../nbs/video/05_models.ipynb #0027
 class TokenDataset(Dataset):
