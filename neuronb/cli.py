@@ -40,6 +40,8 @@ def command(name: str,  # the sub-command's name
 
 # -> one line, exit code 2: mistakes in what was typed, and a sweep folder another `neuronb sweep run` is working on
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, SweepBusyError)
+# -> one line, exit code 2 too: a cluster that does not answer or refuses the request (neuronb.scale.BackendError)
+_BACKEND_ERROR = 'BackendError'
 
 def build_parser() -> argparse.ArgumentParser:
     "The `neuronb` argument parser with every registered command."
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None,  # arguments without the program nam
     try: args = parser.parse_args(argv)
     except SystemExit as e: return int(e.code or 0)  # --help, --version, or a usage error (argparse printed it)
     try: return int(args.handler(args) or 0)
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not isinstance(e, USER_ERRORS) and type(e).__name__ != _BACKEND_ERROR: raise
         if os.environ.get('NEURONB_TRACEBACK'): raise
         print(f"neuronb: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -73,8 +76,9 @@ def _positive_int(s: str) -> int:
     return v
 
 def _sweep_run(args) -> int:
-    from neuronb import sweep
-    res = sweep.run(args.spec, workers=args.workers, only=args.only, rerun=args.rerun)
+    from neuronb import scale
+    res = scale.run(args.spec, backend=args.backend, workers=args.workers, only=args.only, rerun=args.rerun,
+                    wait=False if args.no_wait else None)
     return 0 if res.ok else 1
 
 def _sweep_status(args) -> int:
@@ -86,8 +90,9 @@ def _sweep_status(args) -> int:
 def _sweep_collect(args) -> int:
     from neuronb import sweep
     table = sweep.collect(args.spec)
-    out = sweep.load_spec(args.spec).output_dir
-    if out.is_relative_to(Path.cwd().resolve()): out = out.relative_to(Path.cwd().resolve())
+    spec = sweep.load_spec(args.spec)
+    out = spec.output_url or spec.output_dir
+    if isinstance(out, Path) and out.is_relative_to(Path.cwd().resolve()): out = out.relative_to(Path.cwd().resolve())
     print(table.drop(columns=['why']).to_string(index=False))
     print(f"results: {out}/results.parquet, {out}/results.csv; summary figure: {out}/summary.png")
     return 0
@@ -100,6 +105,8 @@ def _sweep_command(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--workers', type=_positive_int, help="runs at a time (default: the spec's workers)")
     p.add_argument('--only', nargs='+', action='extend', metavar='RUN', help='run only these runs (a named run selects all its grid points)')
     p.add_argument('--rerun', action='store_true', help='re-run completed runs too')
+    p.add_argument('--backend', choices=['local', 'ray', 'slurm'], help="where runs execute (default: the spec's backend, local)")
+    p.add_argument('--no-wait', action='store_true', help='slurm: submit the job array and return (follow it with `status`)')
     p.set_defaults(handler=_sweep_run)
     p = sub.add_parser('status', help='state of every run: completed, failed, stale, running, interrupted, missing')
     p.add_argument('spec', help='sweep spec')

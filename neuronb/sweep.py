@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import hashlib
+import importlib
 import itertools
 import json
 import os
@@ -35,10 +36,10 @@ import yaml
 # (which imports torch), papermill, pandas and matplotlib are imported inside the functions that need them.
 
 # %% auto #0
-__all__ = ['RUN_DIR_ENV', 'SPEC_FIELDS', 'RESULT_FILES', 'under_sweep', 'output_dir', 'log_metrics', 'save_figure', 'SpecError',
-           'SweepBusyError', 'SweepRun', 'SweepSpec', 'find_root', 'load_spec', 'check_notebook', 'notebook_hash',
-           'library_modules', 'library_hash', 'git_state', 'provenance', 'run_state', 'SweepResult', 'run', 'status',
-           'collect']
+__all__ = ['RUN_DIR_ENV', 'SPEC_FIELDS', 'BACKENDS', 'RESULT_FILES', 'under_sweep', 'output_dir', 'log_metrics', 'save_figure',
+           'SpecError', 'SweepBusyError', 'SweepRun', 'SweepSpec', 'find_root', 'load_spec', 'check_notebook',
+           'notebook_hash', 'library_modules', 'library_hash', 'git_state', 'provenance', 'run_state', 'SweepResult',
+           'run', 'status', 'collect']
 
 # %% ../nbs/03_sweep.ipynb #0005
 RUN_DIR_ENV = 'NEURONB_RUN_DIR'  # set by the sweep runner to the run's folder
@@ -116,7 +117,9 @@ def save_figure(fig,  # a matplotlib Figure
 
 # %% ../nbs/03_sweep.ipynb #0010
 SPEC_FIELDS = ('name', 'description', 'notebook', 'parameters', 'grid', 'runs', 'output_dir', 'workers', 'timeout',
-               'gpus', 'summary_metric', 'kernel')
+               'gpus', 'summary_metric', 'kernel', 'backend', 'ray', 'slurm', 'storage_options')
+BACKENDS = ('local', 'ray', 'slurm')  # where the runs execute: this machine, a Ray cluster, a SLURM cluster (`neuronb.scale`)
+_URL = re.compile(r'^[A-Za-z][A-Za-z0-9+.-]*://')  # an fsspec URL such as s3://bucket/folder
 RESULT_FILES = ('results.parquet', 'results.csv', 'summary.png')  # written by `collect` into the sweep's folder
 _LOCK_NAME = '.sweep.lock'  # in the sweep's folder, locked by the `run` working on it
 _SAFE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._=+-]*$')
@@ -152,6 +155,11 @@ class SweepSpec:
     kernel: str = 'python3'  # Jupyter kernel name
     description: str = ''
     root_origin: str = ''  # how the project root was chosen, in words (for messages)
+    backend: str = 'local'  # one of BACKENDS
+    ray: dict = field(default_factory=dict)  # options of the ray backend (checked by `neuronb.scale`)
+    slurm: dict = field(default_factory=dict)  # options of the slurm backend (checked by `neuronb.scale`)
+    output_url: str | None = None  # the sweep's folder on object storage (an fsspec URL); output_dir is then its local copy
+    storage_options: dict = field(default_factory=dict)  # fsspec options for output_url (an endpoint, never a secret)
 
     @property
     def runs_root(self) -> Path: return self.root / 'papermill_runs'
@@ -331,6 +339,11 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
     out = data.get('output_dir', name)
     if not isinstance(out, str) or not out.strip():
         fail('output_dir', f"a folder name relative to {runs_root}, got {_describe(out)}")
+    output_url = None
+    if _URL.match(out):  # runs on object storage: papermill_runs/<name>/ keeps a local copy of what status and collect read
+        if not out.split('://', 1)[1].strip('/'):
+            fail('output_dir', f"a URL naming a bucket and folder such as s3://my-bucket/sweeps/{name}, got {out!r}")
+        output_url, out = out.rstrip('/'), name
     if os.path.isabs(out) or out.startswith('~') or '..' in Path(out).parts or not _inside(runs_root / out, runs_root):
         fail('output_dir', f"a folder inside {runs_root} given relative to it (no absolute path, no '..', "
                            f"no link leading out), got {out!r}")
@@ -358,6 +371,15 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
     if metric is not None and (not isinstance(metric, str) or not metric): fail('summary_metric', f"a metric name, got {_describe(metric)}")
     kernel = data.get('kernel', 'python3')
     if not isinstance(kernel, str) or not kernel: fail('kernel', f"a Jupyter kernel name, got {_describe(kernel)}")
+    backend = data.get('backend', 'local')
+    if backend not in BACKENDS: fail('backend', f"one of {', '.join(BACKENDS)}, got {_describe(backend)}")
+    options = {}
+    for key in ('ray', 'slurm', 'storage_options'):
+        options[key] = data.get(key) or {}
+        if not isinstance(options[key], dict): fail(key, f"a mapping of option name -> value, got {_describe(options[key])}")
+        _check_json_value(options[key], key, fail)
+    if options['storage_options'] and output_url is None:
+        fail('storage_options', f"an output_dir URL to apply to (output_dir is the local folder {out!r})")
 
     # named runs crossed with the grid
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [None]
@@ -374,7 +396,9 @@ def load_spec(spec_path: str | os.PathLike,  # YAML file in <root>/papermill_run
     return SweepSpec(name=name, spec_path=path, root=root, notebook=notebook, output_dir=output_dir,
                      parameters=parameters, grid=grid, runs=runs, workers=workers,
                      timeout=float(timeout) if timeout is not None else None, gpus=gpus, summary_metric=metric,
-                     kernel=kernel, description=description, root_origin=root_origin)
+                     kernel=kernel, description=description, root_origin=root_origin, backend=backend,
+                     ray=options['ray'], slurm=options['slurm'], output_url=output_url,
+                     storage_options=options['storage_options'])
 
 # %% ../nbs/03_sweep.ipynb #0018
 def _read_notebook(spec: SweepSpec):
@@ -921,6 +945,14 @@ class SweepResult:
     @property
     def summary_path(self) -> Path: return self.spec.output_dir / 'summary.png'
 
+def _scale():
+    "`neuronb.scale`, which runs sweeps on Ray, SLURM and object storage. Imported by name: it schedules runs and computes nothing in them, so it stays out of the notebooks' `library_hash`."
+    return importlib.import_module('neuronb.scale')
+
+def _at_scale(spec: SweepSpec) -> bool:
+    "Whether `neuronb.scale` handles the spec: another backend than local, or run folders on object storage."
+    return spec.backend != 'local' or spec.output_url is not None
+
 def _resolve_gpus(spec_gpus: list[str] | None) -> list[str] | None:
     if spec_gpus is not None: return list(spec_gpus)
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
@@ -944,10 +976,15 @@ def run(spec_path: str | os.PathLike,  # sweep spec (YAML in <root>/papermill_ru
         only: Sequence[str] | None = None,  # run names to execute (a named run selects all its grid points)
         rerun: bool = False,  # re-run completed runs too
         root: str | os.PathLike | None = None,  # project root; default: found from the spec
+        backend: str | None = None,  # 'local', 'ray' or 'slurm'; default: the spec's `backend` (local)
        ) -> SweepResult:
     "Check the spec and notebook, execute every run not yet completed with papermill in parallel, then `collect`."
     if os.name != 'posix': raise OSError("the sweep runner needs a POSIX system (Linux, macOS)")
     spec = load_spec(spec_path, root)
+    if backend is not None:
+        if backend not in BACKENDS: raise ValueError(f"unknown sweep backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        spec.backend = backend
+    if _at_scale(spec): return _scale().run_spec(spec, workers=workers, only=only, rerun=rerun)
     check_notebook(spec)
     workers = spec.workers if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -1022,6 +1059,7 @@ def status(spec_path: str | os.PathLike,  # sweep spec
     "One row per run: run, state (completed/failed/stale/running/interrupted/missing), why, duration_s, finished."
     import pandas as pd
     spec = load_spec(spec_path, root)
+    if _at_scale(spec): return _scale().status_spec(spec)
     held = _lock_held(spec.output_dir)
     current = _current(spec)
     rows = []
@@ -1068,10 +1106,15 @@ def collect(spec_path: str | os.PathLike,  # sweep spec
             root: str | os.PathLike | None = None,  # project root; default: found from the spec
            ):
     "Join the runs' parameters, metrics and state into results.parquet/.csv and summary.png; returns the table."
+    spec = load_spec(spec_path, root)
+    if spec.output_url is not None: return _scale().collect_spec(spec)
+    return _collect(spec)
+
+def _collect(spec: SweepSpec, held: bool | None = None) -> Any:
+    "`collect` for a loaded spec whose run folders are local (`held`: whether a `run` holds the sweep; default: find out)."
     import pandas as pd
     from neuronb.core import atomic_write
-    spec = load_spec(spec_path, root)
-    held = _lock_held(spec.output_dir)
+    held = _lock_held(spec.output_dir) if held is None else held
     current = _current(spec)
     rows, params, metrics = [], {}, {}
     for r in spec.runs:

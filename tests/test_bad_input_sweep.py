@@ -222,3 +222,58 @@ def test_second_concurrent_sweep_is_refused_with_one_line_and_exit_2(tmp_path, c
         assert len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
         assert r.stderr.startswith(f'neuronb: error: {out} is in use by another `neuronb sweep run` (pid ')
     assert sorted(p.name for p in out.iterdir()) == ['.sweep.lock']  # no run folder, no results table
+
+
+# ---------------------------------------------------------------- backends and object storage (neuronb.scale)
+def test_unknown_backend_in_spec_and_on_the_command_line(tmp_path, capsys):
+    spec = make_project(tmp_path, "notebook: nbs/t.ipynb\nbackend: kubernetes\n")
+    with pytest.raises(SpecError, match=r"field 'backend': expected one of local, ray, slurm, got 'kubernetes'"):
+        sweep.run(spec)
+    spec.write_text("notebook: nbs/t.ipynb\n")
+    with pytest.raises(ValueError, match=r"unknown sweep backend 'dask': expected one of local, ray, slurm"):
+        sweep.run(spec, backend='dask')
+    assert cli.main(['sweep', 'run', str(spec), '--backend', 'dask']) == 2
+    assert "invalid choice: 'dask'" in capsys.readouterr().err
+    nothing_written(tmp_path)
+
+
+def test_backend_options_are_checked_by_name(tmp_path):
+    from neuronb import scale
+    cases = {"backend: ray\nray: {num_gpu: 1}\n": r"field 'ray': unknown option\(s\) \['num_gpu'\]",
+             "backend: ray\nray: {num_cpus: 0}\n": r"field 'ray.num_cpus': expected a number of CPUs per run \(> 0\), got 0",
+             "backend: slurm\nslurm: {time_min: 10}\n": r"field 'slurm.partition': backend slurm needs a partition",
+             "backend: slurm\nslurm: {partition: gpu, mem_gb: -1}\n": r"field 'slurm.mem_gb': expected a number of GB > 0, got -1",
+             "backend: slurm\nslurm: {partition: gpu, setup: module load cuda}\n": r"field 'slurm.setup': expected a list of shell lines",
+             "ray: [1]\n": r"field 'ray': expected a mapping of option name -> value",
+             "storage_options: {anon: true}\n": r"field 'storage_options': expected an output_dir URL to apply to"}
+    for text, message in cases.items():
+        spec = make_project(tmp_path, "notebook: nbs/t.ipynb\n" + text)
+        with pytest.raises(SpecError, match=message): sweep.run(spec)
+        nothing_written(tmp_path)
+
+
+def test_ray_address_that_does_not_answer(tmp_path, monkeypatch):
+    import socket
+    from neuronb import scale
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    spec = make_project(tmp_path, f"notebook: nbs/t.ipynb\nbackend: ray\nray: {{address: '127.0.0.1:{port}'}}\n")
+    with pytest.raises(scale.BackendError, match=rf"no Ray cluster answers at 127.0.0.1:{port} \(ConnectionRefusedError"):
+        sweep.run(spec)
+    nothing_written(tmp_path)
+    spec.write_text("notebook: nbs/t.ipynb\nbackend: ray\n")
+    monkeypatch.setenv('RAY_ADDRESS', f'ray://127.0.0.1:{port}')
+    assert cli.main(['sweep', 'run', str(spec)]) == 2
+    nothing_written(tmp_path)
+
+
+def test_url_output_dir_needs_a_bucket_and_an_fsspec_protocol(tmp_path):
+    spec = make_project(tmp_path, "notebook: nbs/t.ipynb\noutput_dir: 's3://'\n")
+    with pytest.raises(SpecError, match=r"field 'output_dir': expected a URL naming a bucket and folder"):
+        sweep.run(spec)
+    from neuronb import scale
+    spec.write_text("notebook: nbs/t.ipynb\noutput_dir: nosuchproto://bucket/x\n")
+    with pytest.raises(scale.StorageError, match=r"field 'output_dir': cannot open nosuchproto://bucket/x"):
+        sweep.run(spec)
+    nothing_written(tmp_path)
