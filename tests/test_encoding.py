@@ -135,8 +135,10 @@ def test_run_splits_are_whole_contiguous_and_disjoint():
 
 def test_leak_check_catches_interleaved_trs():
     run = np.repeat(np.arange(4), 10)
-    with pytest.raises(ValueError, match="run .* appears in both"):
+    with pytest.raises(ValueError, match="run 0 is only partly in the 'train' split"):
         check_run_split({'train': np.arange(0, 40, 2), 'test': np.arange(1, 40, 2)}, run)
+    with pytest.raises(ValueError, match="are 0 TRs apart"):  # interleaved TRs fail the gap check too
+        check_run_split({'train': np.arange(0, 40, 2), 'test': np.arange(1, 40, 2)}, run, min_gap=1)
     with pytest.raises(ValueError, match='only partly'):
         check_run_split({'train': np.arange(0, 25), 'test': np.arange(30, 40)}, run)  # run 2: TRs 20-24 only
 

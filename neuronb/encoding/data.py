@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,8 +21,9 @@ from ..core import atomic_write, to_fs
 from ..data import check_disjoint
 
 # %% auto #0
-__all__ = ['tr_labels', 'validate_encoding_data', 'frames_to_trs', 'EncodingData', 'read_npz', 'write_npz', 'read_parquet',
-           'write_parquet', 'run_split', 'check_run_split', 'zscore_runs', 'FeatureScaler', 'make_windows', 'unchunk']
+__all__ = ['DEFAULT_LAG_WINDOW', 'tr_labels', 'validate_encoding_data', 'frames_to_trs', 'EncodingData', 'read_npz', 'write_npz',
+           'read_parquet', 'write_parquet', 'lag_trs', 'resolve_context', 'split_indices', 'run_split',
+           'check_run_split', 'block_split', 'zscore_runs', 'FeatureScaler', 'make_windows', 'unchunk']
 
 # %% ../../nbs/encoding/02_data.ipynb #0005
 def _name(v) -> str:
@@ -138,13 +141,14 @@ def frames_to_trs(frames: np.ndarray,  # (n_total_frames, n_features) all frames
 # %% ../../nbs/encoding/02_data.ipynb #0010
 @dataclass
 class EncodingData:
-    "Aligned stimulus features, BOLD and run ids (validated on creation)."
+    "Aligned stimulus features, BOLD and run ids (validated on creation), with the repetition time when known."
     stimulus: np.ndarray  # (n_TR, n_frames, n_features) float32
     bold: np.ndarray  # (n_TR, n_voxels) float32
     run: np.ndarray  # (n_TR,) run id per TR, each run contiguous
     voxel_group: np.ndarray | None = None  # (n_voxels,) optional label per voxel (e.g. ROI)
     source: str = ''  # where it was read from
     extra: dict = field(default_factory=dict)  # anything else (ground truth of a simulation, ...)
+    tr: float | None = None  # repetition time in seconds (needed for lag windows given in seconds)
 
     def __post_init__(self):
         validate_encoding_data(self.stimulus, self.bold, self.run, source=self.source)
@@ -155,6 +159,10 @@ class EncodingData:
             self.voxel_group = np.asarray(self.voxel_group)
             if self.voxel_group.shape != (self.n_voxels,):
                 raise ValueError(f"voxel_group must have shape (n_voxels,) = ({self.n_voxels},), got {self.voxel_group.shape}")
+        if self.tr is not None:
+            if isinstance(self.tr, bool) or not np.isfinite(self.tr) or self.tr <= 0:
+                raise ValueError(f"tr must be the repetition time in seconds (> 0), got {self.tr!r}")
+            self.tr = float(self.tr)
 
     n_tr = property(lambda self: self.stimulus.shape[0])
     n_frames = property(lambda self: self.stimulus.shape[1])
@@ -163,14 +171,17 @@ class EncodingData:
     runs = property(lambda self: np.unique(self.run))
 
     def __repr__(self):
-        return (f"EncodingData({self.n_tr} TRs in {len(self.runs)} runs, {self.n_frames} frames x {self.n_features} "
+        tr = f", TR {self.tr:g} s" if self.tr is not None else ''
+        n_runs = len(self.runs)
+        return (f"EncodingData({self.n_tr} TRs in {n_runs} run{'s' if n_runs != 1 else ''}{tr}, {self.n_frames} frames x {self.n_features} "
                 f"features per TR, {self.n_voxels} voxels{', ' + self.source if self.source else ''})")
 
     @classmethod
     def from_simulation(cls, sim: dict) -> 'EncodingData':
         "Wrap the output of `neuronb.encoding.simulate.simulate_encoding`; ground truth goes into `extra`."
         extra = {k: v for k, v in sim.items() if k not in ('stimulus', 'bold', 'run', 'voxel_group')}
-        return cls(sim['stimulus'], sim['bold'], sim['run'], sim.get('voxel_group'), source='simulation', extra=extra)
+        return cls(sim['stimulus'], sim['bold'], sim['run'], sim.get('voxel_group'), source='simulation', extra=extra,
+                   tr=sim.get('tr'))
 
 # %% ../../nbs/encoding/02_data.ipynb #0012
 def _load_npz(path) -> dict[str, np.ndarray]:
@@ -299,7 +310,62 @@ def write_parquet(data: EncodingData,  # what to write
         with atomic_write(path, 'wb') as fh: fh.write(buf.getvalue())
 
 
+# %% ../../nbs/encoding/02_data.ipynb #91b3e9d2
+DEFAULT_LAG_WINDOW = 16.0  # seconds of stimulus behind one BOLD sample: the canonical HRF's response and undershoot onset
+
+def lag_trs(lag_window: float,  # lag window in seconds
+            tr: float,  # repetition time in seconds
+           ) -> int:
+    "How many TRs (the current one and those before it) cover `lag_window` seconds: ceil(lag_window / tr), at least 1."
+    if tr is None or isinstance(tr, bool) or not np.isfinite(tr) or tr <= 0:
+        raise ValueError(f"a lag window in seconds needs the repetition time: tr must be > 0 seconds, got {tr!r}")
+    if isinstance(lag_window, bool) or not np.isfinite(lag_window) or lag_window <= 0:
+        raise ValueError(f"lag_window must be > 0 seconds, got {lag_window!r}")
+    return max(1, int(math.ceil(lag_window / tr - 1e-9)))
+
+def resolve_context(context: int | None,  # lag window as a TR count (None: from `lag_window`)
+                    lag_window: float | None,  # lag window in seconds (None: `DEFAULT_LAG_WINDOW` unless `context` is given)
+                    tr: float | None,  # repetition time in seconds (None: unknown)
+                    where: str = 'the lag window',  # for messages
+                   ) -> int:
+    "The lag window in TRs from either a TR count or seconds; the TR is required for seconds; short windows warn."
+    if context is not None and lag_window is not None:
+        raise ValueError(f"give {where} either in seconds (lag_window={lag_window}) or in TRs (context={context}), not both")
+    if context is not None:
+        if isinstance(context, bool) or int(context) != context or context < 1:
+            raise ValueError(f"context (the lag window in TRs) must be an integer >= 1, got {context!r}")
+        context = int(context)
+        if tr is not None and context * tr < DEFAULT_LAG_WINDOW - 1e-9:
+            warnings.warn(f"{where} of context={context} TRs covers only {context * tr:g} s at TR {tr:g} s, less than the "
+                          f"{DEFAULT_LAG_WINDOW:g} s of the canonical haemodynamic response; pass lag_window in seconds "
+                          f"(e.g. lag_window={DEFAULT_LAG_WINDOW:g}) to cover it", UserWarning, stacklevel=3)
+        return context
+    if tr is None:
+        raise ValueError(f"{where} is given in seconds (lag_window={lag_window if lag_window is not None else DEFAULT_LAG_WINDOW:g}) "
+                         f"but the repetition time is unknown: pass tr= (seconds) or build EncodingData(..., tr=...); "
+                         f"or give the window in TRs with context=")
+    return lag_trs(DEFAULT_LAG_WINDOW if lag_window is None else lag_window, tr)
+
 # %% ../../nbs/encoding/02_data.ipynb #0017
+def split_indices(split,  # TR indices, or a boolean mask with one value per TR
+                  n_tr: int,  # TRs of the data set
+                  name: str = 'split',  # the split's name, for messages
+                 ) -> np.ndarray:
+    "TR indices (int64) of a split given as indices or as a boolean mask; errors name the split and what was expected."
+    a = np.asarray(split)
+    if a.dtype == bool:
+        if a.shape != (n_tr,):
+            raise ValueError(f"split {name!r} is a boolean mask of shape {a.shape}; a mask needs one value per TR, shape ({n_tr},)")
+        return np.flatnonzero(a)
+    if a.ndim != 1 or (len(a) and not np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"split {name!r} must hold TR indices (1-D integers) or a boolean mask of shape ({n_tr},), "
+                         f"got dtype {a.dtype} and shape {a.shape}")
+    a = a.astype(np.int64)
+    if len(a) and (a.min() < 0 or a.max() >= n_tr):
+        bad = int(a[(a < 0) | (a >= n_tr)][0])
+        raise ValueError(f"split {name!r} holds TR index {bad}, outside 0..{n_tr - 1}")
+    return a
+
 def run_split(run: np.ndarray,  # (n_TR,) run id per TR
               n_val: int = 1,  # runs for validation
               n_test: int = 2,  # runs for test
@@ -311,7 +377,8 @@ def run_split(run: np.ndarray,  # (n_TR,) run id per TR
     runs = run[np.sort(first)]  # runs in acquisition order
     n = len(runs)
     if n_test < 1 or n_val < 0 or n_val + n_test >= n:
-        raise ValueError(f"{n} runs cannot give {n_test} test run(s), {n_val} validation run(s) and at least one training run")
+        raise ValueError(f"{n} run(s) cannot give {n_test} test run(s), {n_val} validation run(s) and at least one training run; "
+                         f"with fewer runs, cut them into blocks in time with block_split(run, tr=...)")
     n_folds = n // n_test
     if not 0 <= fold < n_folds: raise ValueError(f"fold must be in [0, {n_folds}) for {n} runs with n_test={n_test}, got {fold}")
     end = n - fold * n_test  # test block is runs[end - n_test:end]
@@ -322,20 +389,85 @@ def run_split(run: np.ndarray,  # (n_TR,) run id per TR
     check_run_split(out, run)
     return out
 
-def check_run_split(splits: dict[str, np.ndarray],  # {split: TR indices}
+def _segments(index: np.ndarray, run: np.ndarray) -> list[np.ndarray]:
+    "The contiguous stretches of sorted TR indices that stay within one run."
+    index = np.sort(np.asarray(index))
+    if not len(index): return []
+    cut = np.flatnonzero((np.diff(index) != 1) | (run[index[1:]] != run[index[:-1]])) + 1
+    return np.split(index, cut)
+
+def check_run_split(splits: dict,  # {split: TR indices or boolean mask}
                     run: np.ndarray,  # (n_TR,) run id per TR
+                    min_gap: int | None = None,  # allow blocks of one run in different splits if at least this many TRs apart
                    ) -> None:
-    "Leak check: raise if a run is in two splits, a TR appears twice, or a run is only partly in a split."
+    "Leak check: no TR twice; whole runs per split, or (with `min_gap`) blocks of a run at least `min_gap` TRs apart."
     run = np.asarray(run)
-    check_disjoint({k: np.unique(run[v]) for k, v in splits.items()}, what='run')
-    all_idx = np.concatenate([np.asarray(v) for v in splits.values()])
-    if len(all_idx) != len(np.unique(all_idx)):
-        raise ValueError(f"TR {int(np.unique(all_idx)[np.bincount(all_idx)[np.unique(all_idx)] > 1][0])} appears in more than one split")
-    for k, v in splits.items():
-        for r in np.unique(run[v]):
-            if (run[v] == r).sum() != (run == r).sum():
-                raise ValueError(f"run {_name(r)} is only partly in the {k!r} split ({(run[v] == r).sum()} of {(run == r).sum()} TRs): "
-                                 f"splits must hold whole runs, never interleaved TRs")
+    splits = {k: split_indices(v, len(run), k) for k, v in splits.items()}
+    owner = np.full(len(run), -1)
+    names = list(splits)
+    labels = tr_labels(run)
+    for j, (k, v) in enumerate(splits.items()):
+        values, counts = np.unique(v, return_counts=True)
+        if (counts > 1).any():
+            t = int(values[counts > 1][0])
+            raise ValueError(f"TR {t} ({labels[t]}) appears more than once in split {k!r}")
+        clash = v[owner[v] >= 0]
+        if len(clash):
+            t = int(clash[0])
+            raise ValueError(f"TR {t} ({labels[t]}) is in split {names[owner[t]]!r} and again in {k!r}: a TR belongs to one split")
+        owner[v] = j
+    partial = [(k, r) for k, v in splits.items() for r in np.unique(run[v]) if (run[v] == r).sum() != (run == r).sum()]
+    if not partial:
+        check_disjoint({k: np.unique(run[v]) for k, v in splits.items()}, what='run')
+        return
+    if min_gap is None:
+        k, r = partial[0]
+        n_in, n_run = int((run[splits[k]] == r).sum()), int((run == r).sum())
+        raise ValueError(f"run {_name(r)} is only partly in the {k!r} split ({n_in} of {n_run} TRs): splits hold whole runs. "
+                         f"To split within a run (e.g. data with a single run), use block_split(run, tr=...), which leaves a gap "
+                         f"of at least the lag window between blocks, and pass min_gap (TRs) to check it")
+    for r in np.unique(run):
+        pos = np.flatnonzero((run == r) & (owner >= 0))
+        first = np.flatnonzero(run == r)[0]
+        for a, b in zip(pos[:-1], pos[1:]):
+            if owner[a] != owner[b] and b - a - 1 < min_gap:
+                raise ValueError(f"run {_name(r)}: the {names[owner[a]]!r} block ending at TR {a - first} and the {names[owner[b]]!r} "
+                                 f"block starting at TR {b - first} are {b - a - 1} TRs apart; blocks of different splits need a gap "
+                                 f"of at least min_gap={min_gap} TRs (the lag window) so that no lagged sample crosses a split")
+
+def block_split(run: np.ndarray,  # (n_TR,) run id per TR (a single run is fine)
+                tr: float | None = None,  # repetition time, s (needed when `gap` is in seconds)
+                n_blocks: int = 5,  # contiguous blocks in time (each split gets whole blocks)
+                n_val: int = 1,  # blocks for validation (the one before the test blocks)
+                n_test: int = 1,  # blocks for test (the last ones)
+                gap: float | None = None,  # seconds left out between blocks (default: `DEFAULT_LAG_WINDOW`)
+                gap_trs: int | None = None,  # ... or as a TR count (instead of `gap`)
+               ) -> dict[str, np.ndarray]:
+    "TR indices {'train', 'val', 'test'} from contiguous blocks in time, with a gap between blocks inside a run."
+    run = np.asarray(run)
+    n = len(run)
+    if gap is not None and gap_trs is not None:
+        raise ValueError(f"give the gap in seconds (gap={gap}) or in TRs (gap_trs={gap_trs}), not both")
+    if gap_trs is None:
+        gap = DEFAULT_LAG_WINDOW if gap is None else gap
+        if gap > 0 and tr is None:
+            raise ValueError(f"block_split: a gap of {gap:g} s needs the repetition time; pass tr= (seconds) or gap_trs=")
+        gap_trs = lag_trs(gap, tr) if gap > 0 else 0
+    if n_test < 1 or n_val < 0 or n_val + n_test >= n_blocks:
+        raise ValueError(f"n_blocks={n_blocks} cannot give {n_test} test block(s), {n_val} validation block(s) and at least one training block")
+    bounds = np.linspace(0, n, n_blocks + 1).round().astype(int)
+    kinds = ['train'] * (n_blocks - n_val - n_test) + ['val'] * n_val + ['test'] * n_test
+    out = {'train': [], 'val': [], 'test': []}
+    for b in range(n_blocks):
+        start, end = bounds[b], bounds[b + 1]
+        inside_run = start > 0 and run[start] == run[start - 1]
+        if b > 0 and inside_run: start += gap_trs  # the gap is taken from the start of every block but the first
+        if end - start < 1:
+            raise ValueError(f"{n} TRs cut into {n_blocks} blocks with gaps of {gap_trs} TRs leave block {b} empty; use fewer blocks or a smaller gap")
+        out[kinds[b]].append(np.arange(start, end))
+    out = {k: np.concatenate(v) if v else np.array([], np.int64) for k, v in out.items()}
+    check_run_split(out, run, min_gap=gap_trs)
+    return out
 
 # %% ../../nbs/encoding/02_data.ipynb #0020
 def zscore_runs(bold: np.ndarray,  # (n_TR, n_voxels)
@@ -351,10 +483,21 @@ def zscore_runs(bold: np.ndarray,  # (n_TR, n_voxels)
 @dataclass
 class FeatureScaler:
     "Per-feature standardisation of (n_TR, n_frames, n_features) stimuli, fitted on training TRs."
-    mean: np.ndarray | None = None
-    std: np.ndarray | None = None
-    def fit(self, stimulus: np.ndarray) -> 'FeatureScaler':
-        self.mean = stimulus.mean(axis=(0, 1)); self.std = np.maximum(stimulus.std(axis=(0, 1)), 1e-8); return self
+    pool: str = 'tr'  # 'tr': scale from the per-TR means (layout-independent); 'frame': z-score over TRs and frames
+    mean: np.ndarray | None = None  # (n_features,)
+    std: np.ndarray | None = None  # (n_features,)
+
+    def fit(self, stimulus: np.ndarray,  # (n_TR, n_frames, n_features) training TRs
+           ) -> 'FeatureScaler':
+        if self.pool not in ('tr', 'frame'): raise ValueError(f"FeatureScaler: pool must be 'tr' or 'frame', got {self.pool!r}")
+        stimulus = np.asarray(stimulus, dtype=np.float64)
+        if stimulus.ndim != 3: raise ValueError(f"FeatureScaler.fit expects (n_TR, n_frames, n_features), got shape {stimulus.shape}")
+        self.mean = stimulus.mean(axis=(0, 1))
+        frame_std = np.maximum(stimulus.std(axis=(0, 1)), 1e-8)
+        if self.pool == 'frame': self.std = frame_std
+        else: self.std = np.maximum(stimulus.mean(axis=1).std(axis=0), frame_std / np.sqrt(stimulus.shape[1]) / 10)
+        return self
+
     def transform(self, stimulus: np.ndarray) -> np.ndarray:
         if self.mean is None: raise RuntimeError("FeatureScaler.transform before fit")
         if stimulus.shape[-1] != len(self.mean):
@@ -365,24 +508,31 @@ class FeatureScaler:
 def make_windows(stimulus: np.ndarray,  # (n_TR, n_frames, n_features), standardised
                  bold: np.ndarray,  # (n_TR, n_voxels)
                  run: np.ndarray,  # (n_TR,)
-                 index: np.ndarray,  # TR indices of one split (whole runs)
-                 context: int = 8,  # TRs of stimulus that drive one BOLD sample (the lag window)
+                 index: np.ndarray,  # TR indices of one split (whole runs, or blocks within runs)
+                 context: int = 8,  # TRs of stimulus that drive one BOLD sample (the lag window in TRs)
                  chunk: int = 16,  # target TRs per item
                 ) -> dict[str, np.ndarray]:
     "Items of a split: x (n_items, chunk + context - 1, n_frames, n_features), y (n_items, chunk, n_voxels), group, target_index."
     if context < 1 or chunk < 1: raise ValueError(f"context and chunk must be >= 1, got {context}, {chunk}")
     xs, ys, gs, ts = [], [], [], []
-    index = np.asarray(index)
-    for r in np.unique(run[index]):
-        tr_idx = index[run[index] == r]
-        if len(tr_idx) != (run == r).sum(): raise ValueError(f"run {_name(r)} is only partly in this split")
-        if len(tr_idx) < chunk: raise ValueError(f"run {_name(r)} has {len(tr_idx)} TRs, fewer than chunk={chunk}; use a smaller chunk")
-        s = np.concatenate([np.zeros((context - 1,) + stimulus.shape[1:], stimulus.dtype), stimulus[tr_idx]])
-        starts = list(range(0, len(tr_idx) - chunk + 1, chunk))
-        if starts[-1] + chunk < len(tr_idx): starts.append(len(tr_idx) - chunk)
+    run = np.asarray(run)
+    index = split_indices(index, len(run), 'index')
+    labels = tr_labels(run)
+    pad = np.zeros((context - 1,) + stimulus.shape[1:], stimulus.dtype)
+    run_start = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    for seg in _segments(index, run):
+        r = run[seg[0]]
+        if len(seg) < chunk:
+            raise ValueError(f"the stretch from {labels[seg[0]]} to {labels[seg[-1]]} has {len(seg)} TRs, fewer than "
+                             f"chunk={chunk}; use a smaller chunk (or longer blocks)")
+        first = run_start[run_start <= seg[0]][-1]  # the run's first TR
+        history = stimulus[max(first, seg[0] - context + 1):seg[0]]  # the run's own stimulus before the stretch
+        s = np.concatenate([pad[:context - 1 - len(history)], history, stimulus[seg]])
+        starts = list(range(0, len(seg) - chunk + 1, chunk))
+        if starts[-1] + chunk < len(seg): starts.append(len(seg) - chunk)
         for a in starts:
-            xs.append(s[a:a + chunk + context - 1]); ys.append(bold[tr_idx[a:a + chunk]])
-            gs.append(r); ts.append(tr_idx[a:a + chunk])
+            xs.append(s[a:a + chunk + context - 1]); ys.append(bold[seg[a:a + chunk]])
+            gs.append(r); ts.append(seg[a:a + chunk])
     return {'x': np.stack(xs).astype(np.float32), 'y': np.stack(ys).astype(np.float32),
             'group': np.asarray(gs), 'target_index': np.stack(ts)}
 

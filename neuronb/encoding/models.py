@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -16,16 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ArrayDataset, make_loader
-from .data import EncodingData, FeatureScaler, check_run_split, make_windows, unchunk, zscore_runs
+from .data import (EncodingData, FeatureScaler, check_run_split, make_windows, resolve_context, split_indices,
+                                   unchunk, zscore_runs)
 from ..nn.attention import Block
 from ..nn.registry import n_params
 from ..nn.temporal import ENCODERS, MeanPool, TemporalEncoder
 from ..train import TaskModule, fit, load_weights, predict
 
 # %% auto #0
-__all__ = ['LagAttention', 'EncodingModel', 'RidgeFit', 'ridge_cv', 'fir_delays', 'RidgeFIR', 'voxel_pearson', 'summarize_voxels',
-           'paired_block_bootstrap', 'StagewiseEncodingModel', 'EncodingFit', 'fit_encoding_model',
-           'fit_ridge_baseline', 'embed_trs', 'order_probe', 'reconstruction_probe']
+__all__ = ['LagAttention', 'EncodingModel', 'RidgeFit', 'ridge_cv', 'fir_delays', 'cv_groups', 'alpha_at_edge', 'RidgeFIR',
+           'voxel_pearson', 'summarize_voxels', 'paired_block_bootstrap', 'StagewiseEncodingModel', 'EncodingFit',
+           'fit_encoding_model', 'BaselineFit', 'fit_ridge_baseline', 'embed_trs', 'order_probe',
+           'reconstruction_probe']
 
 # %% ../../nbs/encoding/03_models.ipynb #0005
 class LagAttention(nn.Module):
@@ -192,9 +195,31 @@ def fir_delays(features: np.ndarray,  # (n_TR, n_features) one vector per TR
             if lag < len(i): out[i[lag:], k * features.shape[1]:(k + 1) * features.shape[1]] = features[i[:len(i) - lag]]
     return out
 
+def cv_groups(rows: np.ndarray,  # (n,) sorted TR indices used for fitting
+              run: np.ndarray,  # (n_TR,) run id per TR
+              min_groups: int = 3,  # a single stretch is cut into this many contiguous folds
+             ) -> np.ndarray:
+    "Cross-validation group of each fitting row: its contiguous stretch (a run, or a block of a run)."
+    from neuronb.encoding.data import _segments
+    segs = _segments(rows, np.asarray(run))
+    if len(segs) == 1: segs = np.array_split(segs[0], min_groups)
+    return np.concatenate([np.full(len(s), k) for k, s in enumerate(segs)])
+
+def alpha_at_edge(fit: 'RidgeFit',  # a fitted ridge
+                  share: float = 0.5,  # warn when at least this share of targets chose one end of the grid
+                 ) -> str | None:
+    "A sentence if many targets chose the smallest or largest alpha of the grid (the optimum may lie beyond it), else None."
+    lo, hi = fit.alphas.min(), fit.alphas.max()
+    for end, value, advice in (('smallest', lo, 'smaller'), ('largest', hi, 'larger')):
+        at = float(np.mean(fit.alpha == value))
+        if at >= share:
+            return (f"{at:.0%} of the targets chose the {end} alpha of the grid ({value:g}); the best alpha may lie beyond it: "
+                    f"extend alphas with {advice} values")
+    return None
+
 @dataclass
 class RidgeFIR:
-    "The classic baseline: per-TR mean features, FIR delays, ridge with alpha cross-validated over runs."
+    "The classic baseline: per-TR mean features, FIR delays, ridge with alpha cross-validated over runs (or blocks)."
     context: int = 8  # delays 0..context-1 TRs
     alphas: Sequence[float] = tuple(np.logspace(-1, 5, 13))  # candidate alphas
     per_voxel_alpha: bool = True  # one alpha per voxel (else one for all)
@@ -204,17 +229,23 @@ class RidgeFIR:
         "(n_TR, n_frames, n_features) stimulus -> delayed TR means (n_TR, n_features * context)."
         return fir_delays(np.asarray(stimulus).mean(axis=1), run, range(self.context))
 
-    def fit(self, stimulus: np.ndarray,  # (n_TR, n_frames, n_features) of the fitting runs
+    def fit(self, stimulus: np.ndarray,  # (n_TR, n_frames, n_features), all TRs of the runs involved
             bold: np.ndarray,  # (n_TR, n_voxels)
-            run: np.ndarray,  # (n_TR,) run ids (cross-validation leaves one run out)
+            run: np.ndarray,  # (n_TR,) run ids
+            rows: np.ndarray | None = None,  # TRs to fit on (None: all); delays see the runs' stimulus before them
            ) -> 'RidgeFIR':
-        self.fit_ = ridge_cv(self.design(stimulus, run), bold, run, self.alphas, self.per_voxel_alpha)
+        "Fit on `rows` (cross-validation leaves one run, or one contiguous block, out)."
+        run = np.asarray(run)
+        rows = np.arange(len(run)) if rows is None else np.sort(np.asarray(rows))
+        X = self.design(stimulus, run)[rows]
+        self.fit_ = ridge_cv(X, np.asarray(bold)[rows], cv_groups(rows, run), self.alphas, self.per_voxel_alpha)
         return self
 
-    def predict(self, stimulus: np.ndarray, run: np.ndarray) -> np.ndarray:
-        "(n_TR, n_voxels) predictions."
+    def predict(self, stimulus: np.ndarray, run: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        "(n_rows, n_voxels) predictions for `rows` (None: all TRs)."
         if self.fit_ is None: raise RuntimeError("RidgeFIR.predict before fit")
-        return self.fit_.predict(self.design(stimulus, run)).astype(np.float32)
+        X = self.design(stimulus, run)
+        return self.fit_.predict(X if rows is None else X[rows]).astype(np.float32)
 
 # %% ../../nbs/encoding/03_models.ipynb #0016
 def voxel_pearson(pred: np.ndarray,  # (n_TR, n_voxels) predictions
@@ -266,9 +297,9 @@ def paired_block_bootstrap(pred_a: np.ndarray,  # (n_TR, n_voxels) predictions o
 
 # %% ../../nbs/encoding/03_models.ipynb #0021
 class StagewiseEncodingModel(nn.Module):
-    "A model of the TR means plus a temporal encoding model fitted to what it leaves: `base(x) + scale * residual(x)`."
-    def __init__(self, base: EncodingModel,  # the mean model (a `MeanPool` encoder), fitted first
-                 residual: EncodingModel,  # the temporal encoder's model, fitted to the base's residual BOLD
+    "Stage 1, a learned-lag model of the TR means, plus stage 2, an encoding model of what it leaves: `base(x) + scale * residual(x)`."
+    def __init__(self, base: EncodingModel,  # stage 1: the TR-mean model (an `EncodingModel` around a `MeanPool` encoder), fitted first
+                 residual: EncodingModel,  # stage 2: the temporal encoder's model, fitted to stage 1's residual BOLD
                 ):
         super().__init__()
         if base.context != residual.context or base.n_voxels != residual.n_voxels:
@@ -279,6 +310,10 @@ class StagewiseEncodingModel(nn.Module):
         # per-voxel step size of the residual stage (1: all of it; `fit_encoding_model` fits it on the validation runs)
         self.register_buffer('residual_scale', torch.ones(sum(self.n_voxels)))
 
+    @property
+    def stage1(self) -> EncodingModel:
+        "The stage-1 TR-mean model (the same module as `base`)."
+        return self.base
     @property
     def encoder(self) -> TemporalEncoder: return self.residual.encoder
     @property
@@ -302,12 +337,19 @@ class EncodingFit:
     r: dict[str, np.ndarray]  # split -> per-voxel Pearson r
     fit_result: Any = None  # neuronb.train.FitResult of the (last) stage
     train_seconds: float = 0.0  # wall time of `fit`, all stages
-    base_fit_result: Any = None  # FitResult of the mean stage (stagewise fits only)
+    base_fit_result: Any = None  # FitResult of stage 1, the TR-mean model (stagewise fits only)
+    context: int = 0  # the lag window in TRs that was used
+    stage1_r: dict[str, np.ndarray] = field(default_factory=dict)  # split -> per-voxel r of stage 1 alone (stagewise fits only)
+
+def _group_codes(group: np.ndarray) -> np.ndarray:
+    "Run ids as numbers for the data loader: numeric ids unchanged, others (e.g. 'sub-01_task-x_run-1') by their sorted position."
+    group = np.asarray(group)
+    return group if np.issubdtype(group.dtype, np.number) else np.unique(group, return_inverse=True)[1]
 
 def _train_stage(model: nn.Module, win: dict, n_outputs: int, batch_size: int, max_epochs: int, lr: float,
                  weight_decay: float, seed: int, out_dir, accelerator: str, **fit_kwargs):
     "One `neuronb.train.fit` of `model` on windows {split: {'x', 'y', 'group'}}; best checkpoint loaded, eval mode."
-    loaders = {k: make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=k == 'train', seed=seed)
+    loaders = {k: make_loader(ArrayDataset(w['x'], w['y'], _group_codes(w['group'])), batch_size=batch_size, shuffle=k == 'train', seed=seed)
                for k, w in win.items() if k in ('train', 'val')}
     module = TaskModule(model, task='regression', n_outputs=n_outputs, lr=lr, weight_decay=weight_decay)
     res = fit(module, loaders['train'], loaders['val'], max_epochs=max_epochs, seed=seed, out_dir=out_dir,
@@ -317,91 +359,126 @@ def _train_stage(model: nn.Module, win: dict, n_outputs: int, batch_size: int, m
 
 def _predict_windows(module, w: dict, batch_size: int, accelerator: str) -> np.ndarray:
     "Predictions (n_items, chunk, n_voxels) of a module for the windows of one split."
-    loader = make_loader(ArrayDataset(w['x'], w['y'], w['group']), batch_size=batch_size, shuffle=False)
+    loader = make_loader(ArrayDataset(w['x'], w['y'], _group_codes(w['group'])), batch_size=batch_size, shuffle=False)
     return predict(module, loader, accelerator=accelerator)['output'].numpy()
 
-def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs
-                       splits: dict[str, np.ndarray],  # {'train', 'val', 'test'}: TR indices of whole runs (see `run_split`)
+def _prepare_splits(data: EncodingData, splits: dict, context: int, required: Sequence[str], who: str) -> dict[str, np.ndarray]:
+    "Splits as TR indices (masks accepted), leak-checked with a gap of `context` TRs between blocks of one run."
+    missing = [k for k in required if k not in splits]
+    if missing: raise ValueError(f"{who} needs the splits {list(required)}; {missing} missing in {sorted(splits)}")
+    splits = {k: split_indices(v, data.n_tr, k) for k, v in splits.items()}
+    check_run_split(splits, data.run, min_gap=context)
+    return splits
+
+def fit_encoding_model(data: EncodingData,  # stimulus, BOLD, runs (and `tr`, for a lag window in seconds)
+                       splits: dict,  # {'train', 'val', 'test'}: TR indices or masks, whole runs or blocks (`run_split`, `block_split`)
                        encoder: str | TemporalEncoder = 'multiscale',  # encoder or its name
-                       context: int = 8,  # lag window in TRs
+                       lag_window: float | None = None,  # lag window in seconds (default `DEFAULT_LAG_WINDOW`, needs `data.tr`)
+                       context: int | None = None,  # ... or the lag window in TRs (instead of `lag_window`)
                        chunk: int = 16,  # target TRs per training item
                        temporal: str = 'conv',  # 'conv' or 'transformer'
                        d_hidden: int = 64,  # width of the temporal model
                        dropout: float = 0.1,  # dropout on embeddings / temporal model
                        encoder_kwargs: dict | None = None,  # options of the encoder built by name
                        mean_path: bool | None = None,  # residual per-TR mean path (see `EncodingModel`); None: the encoder's `mean_path_default`
-                       stagewise: bool | None = None,  # fit a model of the TR means first, then the encoder to its residual; None: the encoder's `mean_path_default` (on unless `mean` or `s3d`)
+                       stagewise: bool | None = None,  # stage 1 (TR-mean model) first, then the encoder on its residual; None: on for encoders with a mean path and more than one frame per TR
                        shrink_residual: bool = True,  # stagewise: per-voxel step size of the residual stage, fitted on the validation runs
+                       feature_scaling: str = 'tr',  # `FeatureScaler(pool=...)`: 'tr' (layout-independent) or 'frame'
                        batch_size: int = 4,  # items (chunks) per batch
                        max_epochs: int = 30,  # epochs (of each stage)
                        lr: float = 5e-3,  # peak learning rate
                        weight_decay: float = 0.05,  # AdamW weight decay
                        seed: int = 0,  # the one seed
-                       out_dir: str | os.PathLike | None = None,  # checkpoints and logs (default: a temporary folder)
+                       out_dir: str | os.PathLike | None = None,  # checkpoints and logs (None: a temporary folder, removed afterwards)
                        accelerator: str = 'auto',  # where to train
                        **fit_kwargs,  # anything else for `neuronb.train.fit`
                       ) -> EncodingFit:
-    "Train an encoding model on the training runs (validation runs pick the checkpoints) and predict every split."
+    "Train an encoding model on the training split (validation picks the checkpoints) and predict every split."
     import tempfile
     from pathlib import Path
     from neuronb.core import seed_everything
-    check_run_split(splits, data.run)
-    if 'train' not in splits or 'val' not in splits: raise ValueError(f"splits need 'train' and 'val', got {sorted(splits)}")
+    context = resolve_context(context, lag_window, data.tr, 'the lag window of fit_encoding_model')
+    splits = _prepare_splits(data, splits, context, ('train', 'val'), 'fit_encoding_model')
     seed_everything(seed)
-    scaler = FeatureScaler().fit(data.stimulus[splits['train']])
+    scaler = FeatureScaler(pool=feature_scaling).fit(data.stimulus[splits['train']])
     stim = scaler.transform(data.stimulus)
     bold = zscore_runs(data.bold, data.run)
-    win = {k: make_windows(stim, bold, data.run, v, context, chunk) for k, v in splits.items()}
+    win = {k: make_windows(stim, bold, data.run, v, context, chunk) for k, v in splits.items() if len(v)}
     def build() -> EncodingModel:
         return EncodingModel(encoder, data.n_voxels, data.n_features, data.n_frames, context=context, temporal=temporal,
                              d_hidden=d_hidden, dropout=dropout, encoder_kwargs=encoder_kwargs, mean_path=mean_path)
     model = build()
-    if stagewise is None: stagewise = model.encoder.mean_path_default
-    out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix='neuronb-encoding-'))
+    if stagewise is None: stagewise = model.encoder.mean_path_default and data.n_frames > 1
     train = dict(n_outputs=chunk * data.n_voxels, batch_size=batch_size, max_epochs=max_epochs, lr=lr,
                  weight_decay=weight_decay, seed=seed, accelerator=accelerator, **fit_kwargs)
-    t0, base_res = time.perf_counter(), None
-    if stagewise:
-        seed_everything(seed)
-        base = EncodingModel(MeanPool(data.n_features, data.n_frames), data.n_voxels, context=context, temporal=temporal,
-                             d_hidden=d_hidden, dropout=dropout)
-        base_module, base_res = _train_stage(base, win, out_dir=out_dir / 'base', **train)
-        # the residual stage learns what the mean model leaves, item by item (the same windows)
-        win_res = {k: {**w, 'y': w['y'] - _predict_windows(base_module, w, 4 * batch_size, accelerator)}
-                   for k, w in win.items()}
-        seed_everything(seed)
-        model = build()  # afresh, from the same seed
-        res_module, res = _train_stage(model, win_res, out_dir=out_dir / 'residual', **train)
-        model = StagewiseEncodingModel(base_module.model.cpu(), model.cpu())
-        if shrink_residual:  # least squares per voxel on the validation windows: how much of the residual stage helps
-            p2 = _predict_windows(res_module, win['val'], 4 * batch_size, accelerator)
-            num = (win_res['val']['y'] * p2).sum(axis=(0, 1))
-            den = (p2 ** 2).sum(axis=(0, 1))
-            scale = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, 1.0)
-            model.residual_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
-    else:
-        _, res = _train_stage(model, win, out_dir=out_dir, **train)
-    seconds = time.perf_counter() - t0
+    stage1_r = {}
+    with tempfile.TemporaryDirectory(prefix='neuronb-encoding-') as tmp:
+        root = Path(out_dir) if out_dir is not None else Path(tmp)
+        t0, base_res = time.perf_counter(), None
+        if stagewise:
+            seed_everything(seed)
+            base = EncodingModel(MeanPool(data.n_features, data.n_frames), data.n_voxels, context=context, temporal=temporal,
+                                 d_hidden=d_hidden, dropout=dropout)
+            base_module, base_res = _train_stage(base, win, out_dir=root / 'base', **train)
+            # the residual stage learns what the stage-1 model leaves, item by item (the same windows)
+            base_pred = {k: _predict_windows(base_module, w, 4 * batch_size, accelerator) for k, w in win.items()}
+            win_res = {k: {**w, 'y': w['y'] - base_pred[k]} for k, w in win.items()}
+            for k, w in win.items():
+                rows, p = unchunk(base_pred[k], w['target_index'], data.n_tr)
+                stage1_r[k] = voxel_pearson(p, bold[rows])
+            seed_everything(seed)
+            model = build()  # afresh, from the same seed
+            res_module, res = _train_stage(model, win_res, out_dir=root / 'residual', **train)
+            model = StagewiseEncodingModel(base_module.model.cpu(), model.cpu())
+            if shrink_residual:  # least squares per voxel on the validation windows: how much of the residual stage helps
+                p2 = _predict_windows(res_module, win['val'], 4 * batch_size, accelerator)
+                num = (win_res['val']['y'] * p2).sum(axis=(0, 1))
+                den = (p2 ** 2).sum(axis=(0, 1))
+                scale = np.clip(np.divide(num, den, out=np.zeros_like(num), where=den > 0), 0.0, 1.0)
+                model.residual_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        else:
+            _, res = _train_stage(model, win, out_dir=root, **train)
+        seconds = time.perf_counter() - t0
     module = TaskModule(model.eval(), task='regression', n_outputs=chunk * data.n_voxels).eval()
     preds, rs = {}, {}
     for k, w in win.items():
         rows, p = unchunk(_predict_windows(module, w, 4 * batch_size, accelerator), w['target_index'], data.n_tr)
         preds[k], rs[k] = (rows, p), voxel_pearson(p, bold[rows])
-    return EncodingFit(model.cpu().eval(), scaler, bold, preds, rs, res, seconds, base_res)
+    return EncodingFit(model.cpu().eval(), scaler, bold, preds, rs, res, seconds, base_res, context, stage1_r)
 
-def fit_ridge_baseline(data: EncodingData,  # stimulus, BOLD, runs
-                       splits: dict[str, np.ndarray],  # the same splits as the deep model
-                       context: int = 8,  # delays 0..context-1
+@dataclass
+class BaselineFit:
+    "What the baselines return (`fit_ridge_baseline`, and the GLM and banded ridge of `neuronb.encoding.baselines`)."
+    model: Any  # the fitted baseline (e.g. `RidgeFIR`)
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]]  # held-out split -> (TR indices, predictions (n, n_voxels))
+    r: dict[str, np.ndarray]  # held-out split -> per-voxel Pearson r
+    fit_on: tuple[str, ...] = ('train',)  # the splits it was fitted on
+    context: int = 0  # lag window in TRs (FIR baselines)
+    name: str = ''  # what it is, for tables
+
+def fit_ridge_baseline(data: EncodingData,  # stimulus, BOLD, runs (and `tr`, for a lag window in seconds)
+                       splits: dict,  # the same splits as the deep model (TR indices or masks)
+                       lag_window: float | None = None,  # lag window in seconds (default `DEFAULT_LAG_WINDOW`, needs `data.tr`)
+                       context: int | None = None,  # ... or in TRs: delays 0..context-1 (instead of `lag_window`)
                        alphas: Sequence[float] = tuple(np.logspace(-1, 5, 13)),  # candidate alphas
-                       fit_on: Sequence[str] = ('train', 'val'),  # splits used for fitting (alpha by leave-one-run-out within them)
-                      ) -> tuple[RidgeFIR, dict[str, np.ndarray]]:
-    "Per-TR-mean FIR ridge on the same splits and targets (z-scored within runs); returns the fit and test r."
-    check_run_split(splits, data.run)
+                       fit_on: Sequence[str] = ('train',),  # splits used for fitting (alpha by leave-one-run/block-out within them); the deep models train on 'train'
+                      ) -> BaselineFit:
+    "Per-TR-mean FIR ridge on the same splits and targets (z-scored within runs); predictions and r on every other split."
+    context = resolve_context(context, lag_window, data.tr, 'the lag window of fit_ridge_baseline')
+    fit_on = tuple(fit_on)
+    splits = _prepare_splits(data, splits, context, fit_on, 'fit_ridge_baseline')
+    held_out = [k for k, v in splits.items() if k not in fit_on and len(v)]
+    if not held_out:
+        raise ValueError(f"fit_ridge_baseline fits on {list(fit_on)} and has no other split to predict (splits: {sorted(splits)}); "
+                         f"add a held-out split such as 'test'")
     bold = zscore_runs(data.bold, data.run)
-    idx = np.sort(np.concatenate([splits[k] for k in fit_on]))
-    rf = RidgeFIR(context=context, alphas=alphas).fit(data.stimulus[idx], bold[idx], data.run[idx])
-    r = {k: voxel_pearson(rf.predict(data.stimulus[v], data.run[v]), bold[v]) for k, v in splits.items() if k not in fit_on}
-    return rf, r
+    rows = np.sort(np.concatenate([splits[k] for k in fit_on]))
+    rf = RidgeFIR(context=context, alphas=alphas).fit(data.stimulus, bold, data.run, rows)
+    note = alpha_at_edge(rf.fit_)
+    if note: warnings.warn(f"fit_ridge_baseline: {note}", UserWarning, stacklevel=2)
+    preds = {k: (splits[k], rf.predict(data.stimulus, data.run, splits[k])) for k in held_out}
+    r = {k: voxel_pearson(p, bold[idx]) for k, (idx, p) in preds.items()}
+    return BaselineFit(rf, preds, r, fit_on, context, 'FIR ridge')
 
 # %% ../../nbs/encoding/03_models.ipynb #0023
 @torch.no_grad()

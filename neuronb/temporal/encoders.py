@@ -31,10 +31,11 @@ class MeanPosEnc(TemporalEncoder):
                  d_model: int = 128,  # size of the TR embedding
                  d_hidden: int = 128,  # width of the frame-wise MLP
                  pe_kind: str = 'fixed',  # 'fixed' or 'learned' time code
-                 n_freqs: int = 4,  # Fourier pairs of the fixed code
+                 n_freqs: int | None = None,  # Fourier pairs of the fixed code (None: min(4, n_frames // 2))
                  dropout: float = 0.1,  # dropout in the MLP
                 ):
         super().__init__(n_features, n_frames, d_model)
+        n_freqs = min(4, n_frames // 2) if n_freqs is None else n_freqs
         self.pe = TemporalPositionalEncoding(n_features, n_frames, mode='concat', kind=pe_kind, n_freqs=n_freqs)
         self.mlp = Mlp(self.pe.d_out, hidden_features=d_hidden, out_features=d_hidden, drop=dropout)
         self.head = nn.Linear(d_hidden, d_model)
@@ -47,6 +48,17 @@ class MeanPosEnc(TemporalEncoder):
         return (z, h) if return_features else z
 
 # %% ../../nbs/temporal/01_encoders.ipynb #0010
+def _largest_divisor(n: int, at_most: int) -> int:
+    "The largest divisor of n that is at most `at_most` (1 when n = 1)."
+    return max(k for k in range(1, min(n, at_most) + 1) if n % k == 0)
+
+def _tr_level_check(name: str, n_frames: int, option: str, needs: int) -> None:
+    "Refuse, in the user's terms, an option that needs a within-TR time course the design does not have."
+    if n_frames < needs:
+        design = 'a TR-level design (n_frames=1)' if n_frames == 1 else f'n_frames={n_frames} frames per TR'
+        raise ValueError(f"{name}: {design} has no within-TR time course for {option}, which needs at least {needs} "
+                         f"frames per TR; leave {option.split()[0]} unset (on by default from 4 frames per TR) or pass {option.split()[0]}=False")
+
 class SegmentPool(nn.Module):
     "Average a frame sequence within `n_segments` equal segments, flatten, project: (batch, n_frames, d_in) -> (batch, d_out)."
     def __init__(self, d_in: int,  # hidden size per frame
@@ -56,7 +68,8 @@ class SegmentPool(nn.Module):
                 ):
         super().__init__()
         if n_segments < 1 or n_frames % n_segments:
-            raise ValueError(f"n_segments must divide n_frames={n_frames}, got {n_segments}")
+            raise ValueError(f"n_segments (segments of the TR read-out) must divide n_frames={n_frames} frames per TR, got "
+                             f"{n_segments}; leave it unset for the largest divisor up to 8 ({_largest_divisor(n_frames, 8)})")
         self.n_segments = n_segments
         self.norm = nn.LayerNorm(d_in * n_segments)
         self.proj = nn.Linear(d_in * n_segments, d_out)
@@ -120,13 +133,16 @@ class MultiScaleConv1D(TemporalEncoder):
                  d_hidden: int = 32,  # channels per frame inside the encoder
                  kernel_sizes: Sequence[int] = (1, 3, 5, 7, 11),  # kernel lengths of the parallel branches, frames
                  n_blocks: int = 1,  # residual multi-scale blocks
-                 n_segments: int = 8,  # segments of the read-out (must divide n_frames)
+                 n_segments: int | None = None,  # segments of the read-out (must divide n_frames; None: the largest divisor up to 8)
                  dropout: float = 0.1,  # dropout in the blocks
                  drop_path: float = 0.0,  # stochastic depth
-                 modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
+                 modulation: bool | None = None,  # a quarter of the embedding holds the `ModulationEnergy` of the frames (None: on from 4 frames per TR)
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_model)
+        n_segments = _largest_divisor(n_frames, 8) if n_segments is None else n_segments
+        if modulation is None: modulation = n_frames >= 4
+        elif modulation: _tr_level_check(type(self).__name__, n_frames, 'modulation (the modulation-energy branch)', 2)
         self.stem = nn.Linear(n_features, d_hidden)
         self.blocks = nn.Sequential(*[MultiScaleBlock(d_hidden, kernel_sizes, dropout=dropout, drop_path=drop_path)
                                       for _ in range(n_blocks)])
@@ -153,15 +169,19 @@ class HierarchicalEncoder(TemporalEncoder):
                  d_model: int = 128,  # size of the TR embedding
                  d_hidden: int = 64,  # channels per frame after the stem
                  d_fine: int = 8,  # channels per frame kept at full resolution
-                 mid_stride: int = 8,  # segment length of the mid level, frames (must divide n_frames)
+                 mid_stride: int | None = None,  # segment length of the mid level, frames (must divide n_frames; None: the largest divisor up to 8)
                  d_level: int = 128,  # size of each level's summary
                  dropout: float = 0.1,  # dropout before fusion
-                 modulation: bool = True,  # a fourth, whole-TR summary: the `ModulationEnergy` of the frames
+                 modulation: bool | None = None,  # a fourth, whole-TR summary: the `ModulationEnergy` of the frames (None: on from 4 frames per TR)
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_model)
+        mid_stride = _largest_divisor(n_frames, 8) if mid_stride is None else mid_stride
         if mid_stride < 1 or n_frames % mid_stride:
-            raise ValueError(f"mid_stride must divide n_frames={n_frames}, got {mid_stride}")
+            raise ValueError(f"mid_stride (frames per segment of the mid level) must divide n_frames={n_frames} frames per TR, "
+                             f"got {mid_stride}; leave it unset for the largest divisor up to 8 ({_largest_divisor(n_frames, 8)})")
+        if modulation is None: modulation = n_frames >= 4
+        elif modulation: _tr_level_check(type(self).__name__, n_frames, 'modulation (the modulation-energy branch)', 2)
         self.stem = nn.Sequential(nn.Conv1d(n_features, d_hidden, 3, padding=1), nn.GELU())
         self.fine = nn.Conv1d(d_hidden, d_fine, 3, padding=1)
         self.fine_proj = nn.Linear(d_fine * n_frames, d_level)
@@ -204,14 +224,17 @@ class FrameTransformer(TemporalEncoder):
                  mlp_ratio: float = 2.0,  # MLP width relative to d_hidden
                  pe_kind: str = 'learned',  # 'learned' or 'fixed' time code (added)
                  pool: str = 'segments',  # 'segments' (SegmentPool, like MultiScaleConv1D) or 'cls' (class token)
-                 n_segments: int = 8,  # segments of the read-out
+                 n_segments: int | None = None,  # segments of the read-out (must divide n_frames; None: the largest divisor up to 8)
                  dropout: float = 0.1,  # dropout in the MLPs (not after the attention projections)
                  drop_path: float = 0.0,  # stochastic depth
                  layerscale_init: float | None = 0.1,  # LayerScale initial value (None: no LayerScale)
-                 modulation: bool = True,  # a quarter of the embedding holds the `ModulationEnergy` of the frames
+                 modulation: bool | None = None,  # a quarter of the embedding holds the `ModulationEnergy` of the frames (None: on from 4 frames per TR)
                  d_mod: int = 8,  # channels of the modulation branch
                 ):
         super().__init__(n_features, n_frames, d_model)
+        n_segments = _largest_divisor(n_frames, 8) if n_segments is None else n_segments
+        if modulation is None: modulation = n_frames >= 4
+        elif modulation: _tr_level_check(type(self).__name__, n_frames, 'modulation (the modulation-energy branch)', 2)
         if pool not in ('segments', 'cls'): raise ValueError(f"pool must be 'segments' or 'cls', got {pool!r}")
         self.pool_kind = pool
         self.inp = nn.Linear(n_features, d_hidden)
@@ -246,12 +269,17 @@ class S3DEncoder(TemporalEncoder):
     mean_path_default = False  # the mean of raw pixels is no feature
 
     def __init__(self, n_features: int,  # 3 * H * W (flattened RGB frame)
-                 n_frames: int,  # frames per TR (>= 8 recommended)
+                 n_frames: int,  # frames per TR (>= 8)
                  d_model: int = 128,  # size of the TR embedding
                  frame_size: tuple[int, int] = (112, 112),  # (H, W) of each frame
                  checkpoint: str | os.PathLike | None = None,  # local path or URL of a torchvision s3d state dict (weights only)
                 ):
         super().__init__(n_features, n_frames, d_model)
+        if n_frames < 8:
+            design = 'a TR-level design (n_frames=1)' if n_frames == 1 else f'n_frames={n_frames}'
+            raise ValueError(f"S3DEncoder reads a video clip of at least 8 frames per TR; {design} is too short. Use an encoder "
+                             f"that takes one frame per TR ('mean', 'mean_posenc', 'multiscale', 'hierarchical', 'transformer') or "
+                             f"give S3D the video frames of each TR (n_frames >= 8)")
         from torchvision.models.video import s3d
         h, w = frame_size
         if n_features != 3 * h * w:
