@@ -11,19 +11,24 @@ With `--growth`, a cohort is written twice, the second with ten times the trials
 same length (`--scale sessions`, the default; the raw file's row groups, one per session, keep their size) or ten
 times the trials per session (`--scale trials`), and each of three consumers runs in a fresh child at both sizes: `preprocess`, the index of a
 `ParquetSequenceDataset` over the train split (8-trial windows at stride 1, as the experiments train) and the
-classical baseline's per-trial quantities (`trial_quantities`). It prints the peak numpy/Python allocations
-(tracemalloc) of each at both sizes and their growth ratio (1.0: independent of the number of trials; 10: linear).
+classical baseline's per-trial quantities (`trial_quantities`, memory-mapped from temporary files in the working
+folder: their size on disk is printed too). It prints the peak numpy/Python allocations (tracemalloc) of each at
+both sizes, what each still holds when done ("held"), and their growth ratio (1.0: independent of the number of
+trials; 10: linear). With `--fit` it also runs the whole baseline, whose feature matrix is one row per sequence.
 
     nice -n 10 .venv/bin/python benchmarks/lfp_preprocess_memory.py --growth --animals 32 --trials 240
 """
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import resource
 import shutil
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 
 def _import_only(q):
@@ -53,13 +58,32 @@ def _dataset_index(out, q):
     q.put((tracemalloc.get_traced_memory()[1] / 2**20, held / 2**20, len(ds)))
 
 
-def _baseline_quantities(raw, q):
+def _baseline_quantities(raw, folder, q):
     import tracemalloc
     from neuronb.lfp.baseline import trial_quantities
     tracemalloc.start()
-    quantities = trial_quantities(raw)
+    quantities = trial_quantities(raw, folder=folder)
     held = tracemalloc.get_traced_memory()[0]
-    q.put((tracemalloc.get_traced_memory()[1] / 2**20, held / 2**20, len(quantities['meta'])))
+    on_disk = sum(v.nbytes for v in quantities.values() if isinstance(v, np.ndarray) and v.dtype != object)
+    q.put((tracemalloc.get_traced_memory()[1] / 2**20, held / 2**20, on_disk / 2**20))
+
+
+def _baseline_fit(raw, out, folder, q):
+    "run_baseline as the sweeps run it (8 trials, training windows at stride 1); its feature matrix is one row per sequence."
+    import tracemalloc
+    import neuronb.lfp.baseline  # noqa: F401  (imports are not the baseline's memory)
+    tracemalloc.start()
+    r = _run_with_folder(raw, out, folder)
+    q.put((tracemalloc.get_traced_memory()[1] / 2**20, int(r['model'][0].n_samples_seen_)))
+
+
+def _run_with_folder(raw, out, folder):
+    from neuronb.core import read_json
+    from neuronb.lfp.baseline import run_baseline, trial_quantities
+    from neuronb.lfp.data import SpectrogramConfig
+    st = read_json(os.path.join(out, 'stats.json'))
+    cfg = SpectrogramConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in st['config'].items()})
+    return run_baseline(raw, st, n_trials=8, train_stride=1, quantities=trial_quantities(raw, cfg, folder=folder))
 
 
 def _growth(a, d):
@@ -73,21 +97,24 @@ def _growth(a, d):
         write_simulated(raw, n_animals=animals, n_trials=trials, seed=0)
         n = animals * trials
         (secs, _, py_peak, arrow_peak, _), rss_peak, _ = _child_peak(_preprocess, raw, out, a.chunk)
-        index_peak = index_held = base_peak = base_held = float('nan'); n_seq = 0
+        index_peak = index_held = base_peak = base_held = on_disk = fit_peak = float('nan'); n_seq = n_fit = 0
         if not a.preprocess_only:
             (index_peak, index_held, n_seq), _, _ = _child_peak(_dataset_index, out)
-            (base_peak, base_held, _), _, _ = _child_peak(_baseline_quantities, raw)
+            (base_peak, base_held, on_disk), _, _ = _child_peak(_baseline_quantities, raw, d)
+            if a.fit: (fit_peak, n_fit), _, _ = _child_peak(_baseline_fit, raw, out, d)
         rows[n] = {'preprocess peak MiB': py_peak, 'preprocess RSS MiB': rss_peak, 'preprocess arrow MiB': arrow_peak,
                    'dataset index peak MiB': index_peak, 'dataset index held MiB': index_held,
-                   'baseline peak MiB': base_peak, 'baseline held MiB': base_held}
+                   'baseline peak MiB': base_peak, 'baseline held MiB': base_held, 'baseline on disk MiB': on_disk,
+                   'baseline fit peak MiB': fit_peak}
         print(f"{n:,} trials ({animals} sessions x {trials}): preprocess {secs:.0f} s, " +
-              ', '.join(f"{k} {v:,.1f}" for k, v in rows[n].items()) + f"; {n_seq:,} training sequences", flush=True)
+              ', '.join(f"{k} {v:,.2f}" for k, v in rows[n].items()) + f"; {n_seq:,} training sequences"
+              + (f"; the baseline fit on {n_fit:,}" if a.fit else ''), flush=True)
     small, large = sorted(rows)
     print(f"growth from {small:,} to {large:,} trials (x{large / small:.0f}):")
     for k in rows[small]:
-        print(f"  {k:<24} {rows[small][k]:9,.1f} -> {rows[large][k]:9,.1f}   ratio {rows[large][k] / max(rows[small][k], 1e-9):5.2f}")
-    for k in ('dataset index held MiB', 'baseline held MiB'):
-        print(f"  {k.replace(' MiB', '')} per trial: {2**20 * rows[large][k] / large:,.0f} bytes")
+        print(f"  {k:<24} {rows[small][k]:9,.2f} -> {rows[large][k]:9,.2f}   ratio {rows[large][k] / max(rows[small][k], 1e-9):5.2f}")
+    for k in ('dataset index held MiB', 'baseline held MiB', 'baseline on disk MiB'):
+        print(f"  {k.replace(' MiB', '')} per trial: {2**20 * rows[large][k] / large:,.1f} bytes")
 
 
 def _child_peak(target, *args):
@@ -95,8 +122,14 @@ def _child_peak(target, *args):
     q = ctx.Queue()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     p = ctx.Process(target=target, args=(*args, q)); p.start()
-    res = q.get(); p.join()
-    if p.exitcode: raise SystemExit(f"child failed with exit code {p.exitcode}")
+    while True:  # a child that dies without answering (killed, out of memory) is an error, not a hang
+        try:
+            res = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive(): raise SystemExit(f"child {target.__name__} died with exit code {p.exitcode} before answering")
+    p.join()
+    if p.exitcode: raise SystemExit(f"child {target.__name__} failed with exit code {p.exitcode}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return res, peak_kb / 1024, before / 1024  # MiB (Linux reports KiB)
 
@@ -109,6 +142,8 @@ def main():
     ap.add_argument('--dir', default=None, help='working folder (default: a temporary folder, removed afterwards)')
     ap.add_argument('--growth', action='store_true', help='measure at --trials and 10x --trials per session and print growth ratios')
     ap.add_argument('--preprocess-only', action='store_true', help='with --growth: measure preprocess alone')
+    ap.add_argument('--fit', action='store_true', help="with --growth: also run the whole baseline (its feature matrix, one row "
+                    "per training sequence, and the logistic regression's copies of it grow with the cohort by design)")
     ap.add_argument('--scale', choices=('sessions', 'trials'), default='sessions',
                     help="with --growth: ten times the sessions of the same length (default), or ten times the trials per "
                          "session (the raw file's row groups, one per session, then grow too, and the reader's buffers with them)")

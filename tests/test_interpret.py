@@ -232,3 +232,64 @@ def test_embed_checks():
     assert embed(data, 'pca').shape == (30, 2)
     with pytest.raises(ValueError, match="one of \\('pca', 'tsne', 'umap'\\)"):
         embed(data, 'isomap')
+
+
+# --- additions: float32 summaries, module kinds, several inputs ------------------------------------------------------
+def test_float32_summaries_match_float64_and_the_variance_path():
+    "Summaries of float32 activations (one matmul per batch in float32, accumulated in float64) match numpy's float64."
+    generator = torch.Generator().manual_seed(0)
+    data = torch.randn(3000, 12, generator=generator) * torch.linspace(0.5, 3, 12) + 50.0
+    with_cov, without_cov = RunningMoments(covariance=True), RunningMoments()
+    for start in range(0, 3000, 256):
+        with_cov.update(data[start:start + 256])
+        without_cov.update(data[start:start + 256])
+    reference = data.double().numpy()
+    np.testing.assert_allclose(with_cov.cov, np.cov(reference.T), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(with_cov.var, reference.var(0, ddof=1), rtol=1e-4)
+    np.testing.assert_allclose(without_cov.var, with_cov.var, rtol=1e-5)
+    np.testing.assert_allclose(with_cov.mean, reference.mean(0), rtol=1e-6)
+    with pytest.raises(ValueError, match='batch has 3 features, earlier batches had 12'):
+        with_cov.update(torch.randn(4, 3))
+    with pytest.raises(ValueError, match='2 condition labels for 4 items'):
+        with_cov.update(torch.randn(4, 12), conditions=[0, 1])
+    with pytest.raises(ValueError, match='seen no items'):
+        RunningMoments().var
+
+
+def test_resolve_modules_by_kind_lists_the_qualifying_ones(mlp):
+    is_linear = lambda module: isinstance(module, nn.Linear)
+    assert list(resolve_modules(mlp, None, kind=is_linear, what='linear layer')) == ['0', '2']
+    with pytest.raises(TypeError, match=r"\['1'\].*not a linear layer.*\['0', '2'\]"):
+        resolve_modules(mlp, ['0', '1'], kind=is_linear, what='linear layer')
+    with pytest.raises(ValueError, match='has no conv layer'):
+        resolve_modules(mlp, None, kind=lambda module: isinstance(module, nn.Conv1d), what='conv layer')
+    with pytest.raises(TypeError, match='not a neuronb.nn.attention.Attention module'):
+        attention_maps(mlp, torch.randn(2, 6), modules=['0'])
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 2), nn.Linear(5, 2)
+
+    def forward(self, a, b): return self.a(a) + self.b(b)
+
+
+def test_several_inputs_capture_and_attribution():
+    torch.manual_seed(0)
+    model = TwoInputs()
+    batches = [{'x': (torch.randn(4, 3), torch.randn(4, 5))} for _ in range(3)]
+    captured = collect_activations(model, batches, ['a', 'b'])
+    assert captured['b'].shape == (12, 2)
+    np.testing.assert_allclose(captured['b'][4:8], model.b(batches[1]['x'][1]).detach().numpy(), atol=1e-6)
+    a, b = batches[0]['x']
+    result = integrated_gradients(model, (a, b), target=1)
+    torch.testing.assert_close(result.attributions[0], model.a.weight[1].detach() * a, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(result.attributions[1], model.b.weight[1].detach() * b, atol=1e-5, rtol=1e-4)
+    assert result.completeness_error < 1e-4
+    with pytest.raises(ValueError, match='2 inputs but 1 baselines'):
+        integrated_gradients(model, (a, b), target=1, baseline=(0.0,))
+    with pytest.raises(ValueError, match=r'share their batch size, got \[4, 3\]'):
+        integrated_gradients(model, (a, b[:3]), target=1)
+    with pytest.raises(TypeError, match='floating-point input 1'):
+        integrated_gradients(model, (a, b.long()), target=1)

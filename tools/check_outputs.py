@@ -6,7 +6,7 @@ A stored output must not hold
 - an error (a notebook is stored after a clean run),
 - a path of the machine that ran it (`/work/`, `/tmp/`, `/home/`, `/root/`, `/Users/`, `site-packages`),
 - warning text (`SomethingWarning:` as Python's `warnings` module prints it),
-- a figure wider than the docs column can show legibly (`MAX_FIGURE_PX`: 11 inches at the inline backend's 100 dpi;
+- a figure wider than the docs column can show legibly (`MAX_FIGURE_PX`: 12 inches at the inline backend's 100 dpi;
   a wider figure is shrunk until its labels cannot be read: put its panels in rows instead).
 
     python tools/check_outputs.py [NOTEBOOK_OR_FOLDER ...]   (default: nbs/)
@@ -24,7 +24,7 @@ from pathlib import Path
 
 MACHINE_PATH = re.compile(r"(?<![\w.])(/work/|/tmp/|/home/|/root/|/Users/|/private/var/)|site-packages")
 WARNING_TEXT = re.compile(r"\b[A-Z]\w*Warning: ")
-MAX_FIGURE_PX = 1100
+MAX_FIGURE_PX = 1200
 
 
 def png_size(data: str | list) -> tuple[int, int]:
@@ -68,7 +68,7 @@ def problems_in(notebook: Path) -> list[str]:
                 width, height = png_size(png)
                 if width > MAX_FIGURE_PX:
                     found.append(f"{notebook}: cell {index}: a figure {width} px wide (at most {MAX_FIGURE_PX}: the docs "
-                                 f"column shrinks it until its labels cannot be read; use figsize <= 11 in, panels in rows)")
+                                 f"column shrinks it until its labels cannot be read; use figsize <= 12 in, panels in rows)")
             for text in output_texts(output):
                 for pattern, what in ((MACHINE_PATH, 'a machine path'), (WARNING_TEXT, 'warning text')):
                     match = pattern.search(text)

@@ -24,7 +24,7 @@ __all__ = ['Attribution', 'integrated_gradients', 'attribution_profile', 'region
 @dataclass
 class Attribution:
     "Attributions of a batch and how well they satisfy completeness."
-    attributions: torch.Tensor  # same shape as the input
+    attributions: torch.Tensor | tuple[torch.Tensor, ...]  # same shape as the input (a tuple, one per input, for several inputs)
     output_difference: torch.Tensor  # (batch,) f(input) - f(baseline) for the target
     completeness_error: float  # max over items of |sum(attributions) - output_difference| / |output_difference|
 
@@ -35,19 +35,26 @@ def _check_differentiable(x: torch.Tensor, name: str = 'input'):
                         f"(for token ids or other discrete inputs, attribute the embedding layer's output instead)")
 
 def integrated_gradients(model: nn.Module,  # any differentiable model
-                         x: torch.Tensor,  # (batch, ...) floating-point input
+                         x: torch.Tensor | tuple[torch.Tensor, ...],  # (batch, ...) floating-point input, or a tuple of the forward's positional inputs
                          target: int | torch.Tensor | None = None,  # output index (class) per item; None for a scalar output
-                         baseline: torch.Tensor | float = 0.0,  # reference input (same shape, or a scalar)
+                         baseline: torch.Tensor | float | tuple = 0.0,  # reference input (same shape, or a scalar; a tuple for several inputs)
                          n_steps: int = 64,  # integration steps (Gauss-Legendre)
                          internal_batch_size: int | None = None,  # items per gradient evaluation (memory)
                         ) -> Attribution:
-    "Integrated Gradients from captum, with the completeness error of each item reported."
-    _check_differentiable(x)
+    "Integrated Gradients from captum, with the completeness error of each item reported (over all inputs together)."
+    several = isinstance(x, tuple)
+    inputs = x if several else (x,)
+    for index, part in enumerate(inputs): _check_differentiable(part, f'input {index}' if several else 'input')
+    if len({len(part) for part in inputs}) != 1:
+        raise ValueError(f"the inputs must share their batch size, got {[len(part) for part in inputs]}")
+    if isinstance(baseline, tuple) and len(baseline) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(baseline)} baselines: give one per input (or one scalar)")
+    baselines = baseline if isinstance(baseline, tuple) else tuple(baseline for _ in inputs)
     was_training = model.training
     model.eval()
     try:
         ig = IntegratedGradients(model)
-        attributions, delta = ig.attribute(x, baselines=baseline, target=target, n_steps=n_steps,
+        attributions, delta = ig.attribute(inputs, baselines=baselines, target=target, n_steps=n_steps,
                                            internal_batch_size=internal_batch_size, return_convergence_delta=True)
     except RuntimeError as error:
         if 'does not require grad' in str(error) or 'not have been used in the graph' in str(error):
@@ -57,9 +64,10 @@ def integrated_gradients(model: nn.Module,  # any differentiable model
     finally:
         model.train(was_training)
     with torch.no_grad():
-        difference = attributions.reshape(len(x), -1).sum(1) - delta
+        difference = sum(part.reshape(len(part), -1).sum(1) for part in attributions) - delta
     relative = (delta.abs() / difference.abs().clamp_min(1e-12)).max().item()
-    return Attribution(attributions.detach(), difference.detach(), relative)
+    attributions = tuple(part.detach() for part in attributions)
+    return Attribution(attributions if several else attributions[0], difference.detach(), relative)
 
 # %% ../../nbs/interpret/05_attribution.ipynb #f941cd5c
 def attribution_profile(attributions,  # (batch, ...) attributions
@@ -141,12 +149,7 @@ def attention_maps(model: nn.Module,  # a model containing `neuronb.nn.attention
                    modules: Sequence[str] | None = None,  # which attention modules (default: all, in execution order)
                   ) -> dict[str, torch.Tensor]:  # {name: (batch, n_heads, n_tokens, n_tokens)}, in execution order
     "Per-head self-attention weights of the model's attention modules in one forward pass."
-    named = dict(model.named_modules())
-    if modules is None: modules = [name for name, m in named.items() if isinstance(m, Attention)]
-    chosen = resolve_modules(model, modules)
-    wrong = [name for name, m in chosen.items() if not isinstance(m, Attention)]
-    if wrong: raise TypeError(f"modules {wrong} are not neuronb.nn.attention.Attention modules")
-    if not chosen: raise ValueError(f"{type(model).__name__} has no neuronb.nn.attention.Attention module")
+    chosen = resolve_modules(model, modules, kind=lambda m: isinstance(m, Attention), what='neuronb.nn.attention.Attention module')
     maps = {}
     def hook_for(name):
         def hook(module, args, kwargs, output):

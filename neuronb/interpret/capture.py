@@ -18,16 +18,26 @@ __all__ = ['resolve_modules', 'first_tensor', 'ActivationCapture', 'RunningMomen
 
 # %% ../../nbs/interpret/01_capture.ipynb #87328bca
 def resolve_modules(model: nn.Module,  # any model
-                    names: Sequence[str] | str,  # module names as `model.named_modules()` gives them ('' is the model itself)
-                   ) -> dict[str, nn.Module]:  # {name: module}, in the order given
-    "The named submodules of `model`; an unknown name raises a KeyError listing the valid ones."
+                    names: Sequence[str] | str | None,  # module names as `model.named_modules()` gives them ('' is the model itself); None: every module that is `kind`
+                    kind: Callable[[nn.Module], bool] | None = None,  # which modules qualify (e.g. "is an attention module"); None: any
+                    what: str = 'module',  # what `kind` accepts, named in errors
+                   ) -> dict[str, nn.Module]:  # {name: module}, in the order given (definition order when names is None)
+    "The named submodules of `model`; an unknown name (or one that is not `kind`) raises an error listing the valid ones."
+    available = dict(model.named_modules())
+    qualifying = [name for name, module in available.items() if kind is None or kind(module)]
+    if names is None:
+        if kind is None: raise ValueError("give module names, or a `kind` to select modules by")
+        if not qualifying: raise ValueError(f"{type(model).__name__} has no {what}")
+        names = qualifying
     if isinstance(names, str): names = [names]
     if len(names) == 0: raise ValueError("give at least one module name to capture")
-    available = dict(model.named_modules())
     unknown = [name for name in names if name not in available]
     if unknown:
         valid = [name for name in available if name]
         raise KeyError(f"{type(model).__name__} has no module named {unknown}; valid names are: {valid}")
+    wrong = [name for name in names if kind is not None and not kind(available[name])]
+    if wrong:
+        raise TypeError(f"modules {wrong} of {type(model).__name__} are not a {what}; the {what}s are: {qualifying}")
     return {name: available[name] for name in names}
 
 def first_tensor(value) -> torch.Tensor | None:
@@ -116,60 +126,75 @@ class RunningMoments:
                 ):
         self.covariance = covariance
         self.n = 0
-        self.shift = None
-        self.sum = None
-        self.sum_sq = None
-        self.cross = None
+        self.shift = None  # first batch's mean, in the activations' dtype: later batches are centred on it
+        self.sum = None  # float64 sums of the centred values (n_features,)
+        self.sum_sq = None  # float64 sums of their squares (n_features,)
+        self.cross = None  # float64 cross-products of the centred values (n_features, n_features)
         self.condition_sums: dict = {}
         self.condition_counts: dict = {}
 
-    def update(self, values,  # (n_items, n_features) array or tensor
+    def update(self, values,  # (n_items, n_features) array or tensor, on any device
                conditions=None,  # (n_items,) condition label of each item, optional
               ):
-        values = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
-        if values.ndim != 2: raise ValueError(f"RunningMoments.update expects (n_items, n_features), got shape {values.shape}")
+        values = torch.as_tensor(values).detach()
+        if not torch.is_floating_point(values): values = values.double()
+        if values.ndim != 2: raise ValueError(f"RunningMoments.update expects (n_items, n_features), got shape {tuple(values.shape)}")
+        if conditions is not None and len(conditions) != len(values):
+            raise ValueError(f"RunningMoments: {len(conditions)} condition labels for {len(values)} items")
         if self.shift is None:
-            self.shift = values.mean(0)
             width = values.shape[1]
-            self.sum = np.zeros(width)
-            self.sum_sq = np.zeros(width)
-            if self.covariance: self.cross = np.zeros((width, width))
+            self.shift = values.mean(0)
+            self.sum = torch.zeros(width, dtype=torch.float64, device=values.device)
+            self.sum_sq = torch.zeros(width, dtype=torch.float64, device=values.device)
+            if self.covariance: self.cross = torch.zeros(width, width, dtype=torch.float64, device=values.device)
         elif values.shape[1] != self.shift.shape[0]:
             raise ValueError(f"RunningMoments: batch has {values.shape[1]} features, earlier batches had {self.shift.shape[0]}")
-        centred = values - self.shift
+        centred = values - self.shift.to(values.dtype)  # one batch-sized temporary, in the activations' dtype
         self.n += len(values)
-        self.sum += centred.sum(0)
-        self.sum_sq += (centred ** 2).sum(0)
-        if self.covariance: self.cross += centred.T @ centred
-        if conditions is not None:
-            conditions = np.asarray(conditions.cpu() if isinstance(conditions, torch.Tensor) else conditions)
-            if len(conditions) != len(values):
-                raise ValueError(f"RunningMoments: {len(conditions)} condition labels for {len(values)} items")
-            for label in np.unique(conditions):
-                rows = conditions == label
-                key = label.item() if hasattr(label, 'item') else label
-                self.condition_sums[key] = self.condition_sums.get(key, 0) + values[rows].sum(0)
-                self.condition_counts[key] = self.condition_counts.get(key, 0) + int(rows.sum())
+        self.sum += centred.sum(0, dtype=torch.float64)
+        if self.covariance:
+            gram = centred.T @ centred  # one matmul in the activations' dtype (centring keeps it accurate), then upcast
+            self.cross += gram.double()
+            self.sum_sq += gram.diagonal().double()
+        else:
+            self.sum_sq += centred.square().sum(0, dtype=torch.float64)
+        if conditions is not None: self._update_conditions(values, conditions)
+
+    def _update_conditions(self, values: torch.Tensor, conditions):
+        labels = np.asarray(conditions.cpu() if isinstance(conditions, torch.Tensor) else conditions)
+        keys, codes = np.unique(labels, return_inverse=True)
+        codes = torch.as_tensor(codes.reshape(-1), device=values.device)
+        sums = torch.zeros(len(keys), values.shape[1], dtype=torch.float64, device=values.device)
+        sums.index_add_(0, codes, values.double())
+        counts = np.bincount(codes.cpu().numpy(), minlength=len(keys))
+        for code, label in enumerate(keys):
+            key = label.item() if hasattr(label, 'item') else label
+            self.condition_sums[key] = self.condition_sums.get(key, 0) + sums[code]
+            self.condition_counts[key] = self.condition_counts.get(key, 0) + int(counts[code])
+
+    def _centred_mean(self) -> torch.Tensor:
+        if self.n == 0: raise ValueError("RunningMoments has seen no items: call update first")
+        return self.sum / self.n
 
     @property
-    def mean(self) -> np.ndarray: return self.shift + self.sum / self.n
+    def mean(self) -> np.ndarray: return (self.shift.double() + self._centred_mean()).cpu().numpy()
 
     @property
     def var(self) -> np.ndarray:
         "Unbiased (n - 1) variance of each feature."
-        centred_mean = self.sum / self.n
-        return (self.sum_sq - self.n * centred_mean ** 2) / max(1, self.n - 1)
+        centred_mean = self._centred_mean()
+        return ((self.sum_sq - self.n * centred_mean ** 2) / max(1, self.n - 1)).cpu().numpy()
 
     @property
     def cov(self) -> np.ndarray:
         "Unbiased (n - 1) covariance matrix."
         if self.cross is None: raise ValueError("covariance was not accumulated: create RunningMoments(covariance=True)")
-        centred_mean = self.sum / self.n
-        return (self.cross - self.n * np.outer(centred_mean, centred_mean)) / max(1, self.n - 1)
+        centred_mean = self._centred_mean()
+        return ((self.cross - self.n * torch.outer(centred_mean, centred_mean)) / max(1, self.n - 1)).cpu().numpy()
 
     def condition_means(self) -> dict:
         "{condition: mean activation vector}."
-        return {key: self.condition_sums[key] / self.condition_counts[key] for key in sorted(self.condition_sums)}
+        return {key: (self.condition_sums[key] / self.condition_counts[key]).cpu().numpy() for key in sorted(self.condition_sums)}
 
 # %% ../../nbs/interpret/01_capture.ipynb #af87c73c
 def _batch_input(batch, input_key: str):
@@ -182,11 +207,16 @@ def _batch_input(batch, input_key: str):
 def _to_device(value, device):
     if isinstance(value, torch.Tensor): return value.to(device)
     if isinstance(value, (tuple, list)): return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict): return {key: _to_device(v, device) for key, v in value.items()}
     return value
+
+def _run_model(model: nn.Module, inputs):
+    "A tuple (or list) input is the forward's positional arguments (e.g. two token streams); anything else is the one argument."
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
 
 @torch.no_grad()
 def collect_activations(model: nn.Module,  # any model
-                        loader,  # iterable of batches: dicts (input under `input_key`), tuples (input first) or tensors
+                        loader,  # iterable of batches: dicts (input under `input_key`), tuples (input first) or tensors; a tuple input is unpacked into the forward's arguments
                         modules: Sequence[str] | str,  # module names to capture
                         summary: str | None = None,  # None: keep all activations; 'moments' or 'covariance': running summaries only
                         input_key: str = 'x',  # the batch entry fed to the model
@@ -206,12 +236,12 @@ def collect_activations(model: nn.Module,  # any model
     conditions = []
     moments = None
     try:
-        with ActivationCapture(model, modules, transform=transform) as capture:
+        with ActivationCapture(model, modules, transform=transform, to_cpu=summary is None) as capture:  # summaries stay on the model's device
             names = list(capture.modules)
             if summary is not None: moments = {name: RunningMoments(covariance=summary == 'covariance') for name in names}
             for index, batch in enumerate(loader):
                 if max_batches is not None and index >= max_batches: break
-                model(_to_device(_batch_input(batch, input_key), device))
+                _run_model(model, _to_device(_batch_input(batch, input_key), device))
                 labels = None
                 if condition_key is not None:
                     if not isinstance(batch, dict) or condition_key not in batch:

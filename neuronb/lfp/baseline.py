@@ -5,6 +5,7 @@
 # %% ../../nbs/lfp/04_baseline.ipynb #0003
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,13 +17,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..core import read_json
-from ..data import sequence_windows
-from .data import META_COLUMNS, SpectrogramConfig, _windows, as_trial_source
+from .data import META_COLUMNS, SpectrogramConfig, _windows, as_trial_source, check_short_sessions
 from ..nn.spectral import morlet_transform
 from ..train import score_outputs
 
 # %% auto #0
-__all__ = ['BANDS', 'ITPC_FREQS', 'trial_quantities', 'sequence_features', 'run_baseline']
+__all__ = ['BANDS', 'ITPC_FREQS', 'DiskArrays', 'trial_quantities', 'sequence_features', 'run_baseline']
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0005
 BANDS = {'theta': (4, 8), 'alpha': (8, 13), 'beta': (13, 30), 'low_gamma': (30, 55), 'high_gamma': (55, 100)}
@@ -55,14 +55,46 @@ def _trial_features(traces: np.ndarray,  # (n_trials, n_samples) raw traces of e
     phasors = _morlet_phasors(resp.astype(np.float64), sfreq, ITPC_FREQS, max(1, int(round(0.02 * sfreq))))
     return np.stack(feats, 1), resp[:, :int(round(0.1 * sfreq))], phasors
 
+class DiskArrays:
+    "Arrays appended chunk by chunk to unlinked temporary files, then memory-mapped read-only: per-trial values on disk, not in memory."
+    def __init__(self, folder: str | None = None,  # where the temporary files go (default: the system's temporary folder)
+                ):
+        self.folder, self.files, self.layout = folder, {}, {}
+
+    def append(self, name: str,  # which array
+               values: np.ndarray,  # (n, ...) rows to add; every chunk of one array has the same dtype and row shape
+              ) -> None:
+        values = np.ascontiguousarray(values)
+        if name not in self.files:
+            self.files[name] = tempfile.TemporaryFile(dir=self.folder)
+            self.layout[name] = [values.dtype, values.shape[1:], 0]
+        dtype, row_shape, _ = self.layout[name]
+        if values.dtype != dtype or values.shape[1:] != row_shape:
+            raise ValueError(f"array {name!r}: a chunk of {values.dtype} {values.shape[1:]} after {dtype} {row_shape}")
+        self.files[name].write(values.data)
+        self.layout[name][2] += len(values)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        "Read-only memory maps {name: (n, ...)}; the files close (their maps keep the data until dropped)."
+        out = {}
+        for name, f in self.files.items():
+            dtype, row_shape, n = self.layout[name]
+            f.flush()
+            out[name] = np.memmap(f, dtype=dtype, mode='r', shape=(n, *row_shape)) if n else np.empty((0, *row_shape), dtype)
+            f.close()
+        self.files = {}
+        return out
+
 def trial_quantities(source,  # raw trials: parquet path/URL, ParquetTrials, SQLTrials or (connection, query)
                      cfg: SpectrogramConfig | None = None,  # baseline/response windows (as in preprocessing)
                      chunk_size: int = 2048,  # trials per streamed chunk
+                     folder: str | None = None,  # where the per-trial arrays are memory-mapped (default: the system's temporary folder)
                     ) -> dict[str, Any]:
-    "Per-trial band powers, early response and phasors, with session_id and trial_index (one pass)."
+    "Per-trial band powers, early response and phasors, session and trial_index, memory-mapped from disk (one pass)."
     cfg = cfg or SpectrogramConfig()
     source = as_trial_source(source)
-    metas, bp, erp, ph = [], [], [], []
+    disk = DiskArrays(folder)
+    code_of: dict[str, int] = {}  # session -> its code, in order of first appearance
     sfreq = None
     for batch in source.batches(list(META_COLUMNS) + ['trace'], chunk_size):
         meta = batch.drop_columns(['trace']).to_pandas()
@@ -86,36 +118,61 @@ def trial_quantities(source,  # raw trials: parquet path/URL, ParquetTrials, SQL
                 raise ValueError(f"{source.name}: column 'trace' has NaN or infinite samples in session "
                                  f"{meta.session_id.iloc[bad]!r}, trial_index {meta.trial_index.iloc[bad]}")
             parts.append((rows, _trial_features(X, sfreq, float(onsets[first]), cfg, where)))
-        for k, out in enumerate((bp, erp, ph)):
+        for k, name in enumerate(('bandpower', 'erp', 'phasor')):
             first_part = parts[0][1][k]
             values = np.empty((len(meta),) + first_part.shape[1:], first_part.dtype)
             for rows, quantities in parts: values[rows] = quantities[k]
-            out.append(values)
-        metas.append(meta[['session_id', 'trial_index']])
-    if not metas: raise ValueError(f"{source.name}: the trial table is empty")
-    meta = pd.concat(metas, ignore_index=True)
-    meta['session_id'] = meta.session_id.astype(str)
-    return {'meta': meta, 'bandpower': np.concatenate(bp), 'erp': np.concatenate(erp), 'phasor': np.concatenate(ph),
-            'sfreq': sfreq, 'feature_names': [f'bp_{b}' for b in BANDS] + ['bp_pre_gamma']}
+            disk.append(name, values)
+        disk.append('session', np.array([code_of.setdefault(s, len(code_of)) for s in meta.session_id.astype(str)], np.int32))
+        disk.append('trial_index', meta.trial_index.to_numpy(np.int64))
+    if not code_of: raise ValueError(f"{source.name}: the trial table is empty")
+    return {**disk.arrays(), 'sessions': np.array(list(code_of), dtype=object), 'sfreq': sfreq,
+            'feature_names': [f'bp_{b}' for b in BANDS] + ['bp_pre_gamma']}
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0007
 def sequence_features(q: dict,  # from `trial_quantities`
-                      windows: np.ndarray,  # (n_sequences, n_trials) row numbers of `q['meta']`, from `neuronb.data.sequence_windows`
+                      windows: np.ndarray,  # (n_sequences, n_trials) row numbers of `q`'s per-trial arrays
+                      block: int = 256,  # sequences per vectorised block (bounds the memory of the gathered trials)
                      ) -> tuple[np.ndarray, list[str]]:
     "Feature matrix (n_sequences, n_features) and the feature names."
+    windows = np.asarray(windows, np.int64)
     sf = q['sfreq']; t = np.arange(q['erp'].shape[1]) / sf
     p1, n1 = (t >= 0.01) & (t < 0.03), (t >= 0.03) & (t < 0.06)
-    k = len(windows[0])
-    rows = []
-    for w in windows:
-        avg = q['erp'][w].mean(0)
-        f = [*q['bandpower'][w].mean(0), avg[p1].max(), -avg[n1].min()]
-        if k > 1: f.extend(np.abs(q['phasor'][w].mean(0)).mean(-1))
-        rows.append(f)
+    k = windows.shape[1]
     names = q['feature_names'] + ['erp_p1', 'erp_n1'] + ([f'itpc_{int(f)}hz' for f in ITPC_FREQS] if k > 1 else [])
-    return np.asarray(rows, np.float64), names
+    out = np.empty((len(windows), len(names)), np.float64)
+    for b in range(0, len(windows), block):
+        w = windows[b:b + block]
+        avg = q['erp'][w].mean(1)  # (block, n_erp) average evoked response of each sequence
+        columns = [q['bandpower'][w].mean(1), avg[:, p1].max(1)[:, None], -avg[:, n1].min(1)[:, None]]
+        if k > 1: columns.append(np.abs(q['phasor'][w].mean(1)).mean(-1))  # ITPC per frequency
+        out[b:b + block] = np.concatenate([c.astype(np.float64) for c in columns], 1)
+    return out, names
+
 
 # %% ../../nbs/lfp/04_baseline.ipynb #0009
+def _session_animals(source) -> dict[str, tuple[str, str]]:
+    "session -> (animal_id, genotype) of its first trial, in one streamed pass over the small columns."
+    first: dict[str, tuple[str, str]] = {}
+    for b in as_trial_source(source).batches(['session_id', 'animal_id', 'genotype'], 65536):
+        for s, a, g in zip(*(b.column(c).to_pylist() for c in ('session_id', 'animal_id', 'genotype'))):
+            first.setdefault(str(s), (a, g))
+    return first
+
+def _session_windows(q: dict,  # from `trial_quantities`
+                     code: int,  # the session's code in q['session']
+                     name: str,  # the session, named in errors
+                     n_trials: int, stride: int,  # trials per window, a window every `stride` trials
+                     where: str,  # named in errors
+                    ) -> np.ndarray:
+    "Row numbers (n_windows, n_trials) of one session's windows in trial_index order (none when it is too short)."
+    rows = np.flatnonzero(q['session'] == code)
+    rows = rows[np.argsort(q['trial_index'][rows], kind='stable')]
+    repeated = np.flatnonzero(np.diff(q['trial_index'][rows]) == 0)
+    if len(repeated): raise ValueError(f"{where}: session {name!r} has position {q['trial_index'][rows[repeated[0]]].item()!r} twice")
+    starts = np.arange(0, len(rows) - n_trials + 1, stride)
+    return rows[starts[:, None] + np.arange(n_trials)] if len(starts) else np.empty((0, n_trials), np.int64)
+
 def run_baseline(source,  # raw trials (the same table that was preprocessed)
                  stats,  # stats.json path/URL or dict written by `preprocess` (gives splits, windows, genotypes)
                  n_trials: int = 8,  # trials per sequence
@@ -130,19 +187,27 @@ def run_baseline(source,  # raw trials (the same table that was preprocessed)
     st = read_json(stats) if not isinstance(stats, dict) else stats
     cfg = SpectrogramConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in st['config'].items()})
     q = quantities or trial_quantities(source, cfg, chunk_size)
-    meta_src = pd.DataFrame(pd.concat([b.to_pandas() for b in as_trial_source(source).batches(['session_id', 'animal_id', 'genotype'], 65536)]))
+    first = _session_animals(source)
     lab = {g: i for i, g in enumerate(st['genotypes'])}
-    first = meta_src.groupby(meta_src.session_id.astype(str)).first()
     strides = {'train': train_stride or max(1, n_trials // 2), 'val': eval_stride or n_trials, 'test': eval_stride or n_trials}
     data = {}
     for split in ('train', 'val', 'test'):
-        in_split = np.flatnonzero(q['meta'].session_id.isin(set(st['splits'][split])).to_numpy())
-        wins = in_split[sequence_windows(q['meta'].session_id.to_numpy()[in_split], q['meta'].trial_index.to_numpy()[in_split],
-                                         n_trials, strides[split], short=short, where=f"split {split!r}")]
-        X, names = sequence_features(q, wins)
-        s = q['meta'].session_id.to_numpy()[[w[0] for w in wins]]
-        y = np.array([lab[first.genotype[x]] for x in s]); g = np.array([st['animal_codes'][first.animal_id[x]] for x in s])
-        data[split] = (X, y, g)
+        parts = []
+        too_short = {}
+        in_split = set(st['splits'][split])
+        for code in np.argsort(q['sessions'].astype(str), kind='stable'):  # sessions in sorted order, as `sequence_windows`
+            name = str(q['sessions'][code])
+            if name not in in_split: continue
+            wins = _session_windows(q, code, name, n_trials, strides[split], f"split {split!r}")
+            if len(wins) == 0:
+                too_short[name] = int((q['session'] == code).sum())
+                continue
+            X, names = sequence_features(q, wins)
+            animal, genotype = first[name]
+            parts.append((X, np.full(len(X), lab[genotype]), np.full(len(X), st['animal_codes'][animal])))
+        if not parts and not too_short: raise ValueError(f"split {split!r}: no trials of its sessions in {as_trial_source(source).name}")
+        check_short_sessions(too_short, sum(len(p[0]) for p in parts), n_trials, short, f"split {split!r}")
+        data[split] = tuple(np.concatenate(c) for c in zip(*parts))
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight='balanced', max_iter=2000))
     clf.fit(data['train'][0], data['train'][1])
     metrics = {}

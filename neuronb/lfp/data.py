@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -33,8 +34,8 @@ _log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['META_COLUMNS', 'SPLITS', 'check_raw_types', 'ParquetTrials', 'SQLTrials', 'as_trial_source', 'read_metadata',
            'read_sessions', 'split_sessions', 'check_splits', 'SpectrogramConfig', 'spectrogram_batch', 'phase_batch',
-           'trials_to_spectrograms', 'phase_itpc', 'remove_stale_temps', 'preprocess', 'ParquetSequenceDataset',
-           'SpecAugment', 'LFPDataModule']
+           'trials_to_spectrograms', 'phase_itpc', 'remove_stale_temps', 'preprocess', 'SessionWindows',
+           'check_short_sessions', 'ParquetSequenceDataset', 'SpecAugment', 'LFPDataModule']
 
 # %% ../../nbs/lfp/02_data.ipynb #0005
 def _is_string(t: pa.DataType) -> bool:
@@ -205,12 +206,34 @@ def as_trial_source(source,  # a path/URL of parquet, a ParquetTrials/SQLTrials,
 # %% ../../nbs/lfp/02_data.ipynb #0008
 META_COLUMNS = ('session_id', 'animal_id', 'genotype', 'trial_index', 'sfreq', 'stim_onset_s')
 
-def _check_columns(source, genotypes):
+def _checked_source(source,  # a trial source or what `as_trial_source` accepts
+                    genotypes: Sequence[str],  # known genotype labels
+                   ):
+    "The trial source, after the checks that need only its columns and the genotype labels."
+    source = as_trial_source(source)
     if len(genotypes) < 2 or len(set(genotypes)) != len(genotypes):
         raise ValueError(f"genotypes must name at least two distinct labels (a classifier needs two classes), got {list(genotypes)}")
     have = source.columns()
     missing = [c for c in RAW_COLUMNS if c not in have]
     if missing: raise ValueError(f"{source.name}: missing required column(s) {missing}; expected {list(RAW_COLUMNS)}, found {have}")
+    return source
+
+def _check_one_rate(name: str, rates) -> None:
+    if len(rates) > 1: raise ValueError(f"{name}: column 'sfreq' has several rates {sorted(rates)[:5]}; resample to one rate first")
+
+def _check_no_repeats(meta: 'pd.DataFrame', name: str) -> None:
+    "A (session, trial_index) pair twice within `meta` is an error naming the first."
+    dup = meta.duplicated(['session_id', 'trial_index'])
+    if dup.any():
+        r = meta[dup].iloc[0]
+        raise ValueError(f"{name}: session {r.session_id!r} has trial_index {r.trial_index} more than once")
+
+def _check_every_genotype(name: str, present, genotypes: Sequence[str]) -> None:
+    "Every known genotype must have trials: `present` holds the genotypes seen."
+    absent = [g for g in genotypes if g not in set(present)]
+    if absent:
+        raise ValueError(f"{name}: column 'genotype' has only {sorted(set(present))}, no trials of {absent}; "
+                         f"every genotype in genotypes={list(genotypes)} needs trials (a classifier needs both classes)")
 
 def _check_rows(meta: 'pd.DataFrame',  # metadata rows (one chunk or the whole table)
                 name: str,  # the source, named in errors
@@ -248,28 +271,20 @@ def read_metadata(source,  # trial source (see `as_trial_source`)
                  ) -> 'pd.DataFrame':
     "Read and validate the trial table's metadata columns (no traces); one row per trial."
     import pandas as pd
-    source = as_trial_source(source)
-    _check_columns(source, genotypes)
+    source = _checked_source(source, genotypes)
     parts = [b.to_pandas() for b in source.batches(META_COLUMNS, batch_size)]
     meta = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(META_COLUMNS))
     if len(meta) == 0: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
     meta = _check_rows(meta, source.name, genotypes, 0)
-    absent = [g for g in genotypes if g not in set(meta.genotype)]
-    if absent:
-        raise ValueError(f"{source.name}: column 'genotype' has only {sorted(set(meta.genotype))}, no trials of {absent}; "
-                         f"every genotype in genotypes={list(genotypes)} needs trials (a classifier needs both classes)")
+    _check_every_genotype(source.name, meta.genotype, genotypes)
     g_per_animal = meta.groupby('animal_id').genotype.nunique()
     if (g_per_animal > 1).any():
         raise ValueError(f"{source.name}: animal {g_per_animal[g_per_animal > 1].index[0]!r} has more than one genotype")
     a_per_session = meta.groupby('session_id').animal_id.nunique()
     if (a_per_session > 1).any():
         raise ValueError(f"{source.name}: session {a_per_session[a_per_session > 1].index[0]!r} has more than one animal_id")
-    if meta.sfreq.nunique() > 1:
-        raise ValueError(f"{source.name}: column 'sfreq' has several rates {sorted(meta.sfreq.unique())[:5]}; resample to one rate first")
-    dup = meta.duplicated(['session_id', 'trial_index'])
-    if dup.any():
-        r = meta[dup].iloc[0]
-        raise ValueError(f"{source.name}: session {r.session_id!r} has trial_index {r.trial_index} more than once")
+    _check_one_rate(source.name, meta.sfreq.unique())
+    _check_no_repeats(meta, source.name)
     meta['label'] = meta.genotype.map({g: i for i, g in enumerate(genotypes)}).astype(np.int64)
     return meta
 
@@ -301,8 +316,7 @@ def read_sessions(source,  # trial source (see `as_trial_source`)
                  ) -> 'pd.DataFrame':
     "The checks of `read_metadata` in one streamed pass that keeps per-session aggregates only; one row per session."
     import pandas as pd
-    source = as_trial_source(source)
-    _check_columns(source, genotypes)
+    source = _checked_source(source, genotypes)
     per_session: dict[str, dict] = {}  # session -> animal, genotype, trial count
     seen: dict[str, _SeenIndices] = {}  # session -> trial indices seen (bitmaps)
     genotype_of: dict[str, str] = {}  # animal -> genotype
@@ -312,11 +326,8 @@ def read_sessions(source,  # trial source (see `as_trial_source`)
         meta = _check_rows(batch.to_pandas(), source.name, genotypes, row0)
         row0 += len(meta)
         rates |= set(meta.sfreq.astype(float).unique().tolist())
-        if len(rates) > 1: raise ValueError(f"{source.name}: column 'sfreq' has several rates {sorted(rates)[:5]}; resample to one rate first")
-        dup = meta.duplicated(['session_id', 'trial_index'])
-        if dup.any():
-            r = meta[dup].iloc[0]
-            raise ValueError(f"{source.name}: session {r.session_id!r} has trial_index {r.trial_index} more than once")
+        _check_one_rate(source.name, rates)
+        _check_no_repeats(meta, source.name)
         for (session, animal, genotype), rows in meta.groupby(['session_id', 'animal_id', 'genotype'], sort=False).trial_index:
             if genotype_of.setdefault(animal, genotype) != genotype:
                 raise ValueError(f"{source.name}: animal {animal!r} has more than one genotype")
@@ -328,10 +339,7 @@ def read_sessions(source,  # trial source (see `as_trial_source`)
             entry['n_trials'] += len(rows)
     if not per_session: raise ValueError(f"{source.name}: the trial table is empty (no rows); expected one row per trial")
     sessions = pd.DataFrame([{'session_id': s, **v} for s, v in per_session.items()])
-    absent = [g for g in genotypes if g not in set(sessions.genotype)]
-    if absent:
-        raise ValueError(f"{source.name}: column 'genotype' has only {sorted(set(sessions.genotype))}, no trials of {absent}; "
-                         f"every genotype in genotypes={list(genotypes)} needs trials (a classifier needs both classes)")
+    _check_every_genotype(source.name, sessions.genotype, genotypes)
     sessions['sfreq'] = float(next(iter(rates)))
     sessions['label'] = sessions.genotype.map({g: i for i, g in enumerate(genotypes)}).astype(np.int64)
     sessions.attrs['index_bytes'] = sum(s.nbytes for s in seen.values())  # the duplicate check's bitmaps
@@ -613,6 +621,108 @@ def _write_splits(source, meta, splits, cfg, genotypes, freqs, times, sfreq, fs,
             'n_trials': counts, 'source': source.name}
 
 # %% ../../nbs/lfp/02_data.ipynb #0019
+class SessionWindows:
+    "Windows of `n_trials` consecutive file rows within each session, held per session (first row, window count): memory independent of the number of trials."
+    def __init__(self, start: np.ndarray,  # (n_sessions,) file row of each session's first trial (its rows are consecutive, in trial order)
+                 n_windows: np.ndarray,  # (n_sessions,) windows of each session
+                 n_trials: int,  # rows per window
+                 stride: int,  # a window starts every `stride` rows
+                ):
+        self.start, self.n_windows = np.asarray(start, np.int64), np.asarray(n_windows, np.int64)
+        self.n_trials, self.stride = int(n_trials), int(stride)
+        self.first_window = np.r_[0, np.cumsum(self.n_windows)]  # (n_sessions + 1,) index of each session's first window
+        self.shape = (int(self.first_window[-1]), self.n_trials)
+
+    def __len__(self) -> int: return self.shape[0]
+
+    def session(self, i: int) -> int:
+        "The session (position in the sorted sessions) of window `i`."
+        return int(np.searchsorted(self.first_window, self._checked(i), side='right') - 1)
+
+    def _checked(self, i) -> int:
+        if not -len(self) <= i < len(self): raise IndexError(f"window {i} out of range for {len(self)} windows")
+        return int(i) % len(self)
+
+    def window(self, i: int) -> np.ndarray:
+        "File rows (n_trials,) int64 of window `i`."
+        i = self._checked(i)
+        s = int(np.searchsorted(self.first_window, i, side='right') - 1)
+        return self.start[s] + (i - self.first_window[s]) * self.stride + np.arange(self.n_trials, dtype=np.int64)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple): return self[key[0]][key[1:]]
+        if isinstance(key, (int, np.integer)): return self.window(int(key))
+        picked = np.arange(len(self))[key]
+        return np.stack([self.window(int(i)) for i in picked]) if len(picked) else np.empty((0, self.n_trials), np.int64)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for s, n in enumerate(self.n_windows):
+            for k in range(int(n)): yield self.start[s] + k * self.stride + np.arange(self.n_trials, dtype=np.int64)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:].astype(dtype or np.int64, copy=False)
+
+    def per_window(self, per_session: np.ndarray) -> np.ndarray:
+        "Expand one value per session to one per window (n_windows,)."
+        return np.repeat(np.asarray(per_session), self.n_windows)
+
+
+_INDEX_COLUMNS = ['session_id', 'trial_index', 'label', 'animal_code']
+
+def _session_runs(pf: pq.ParquetFile,  # a preprocessed split file
+                 ) -> dict[str, list] | None:
+    "Per session [first row, rows, last trial_index, label, animal code], read one row group at a time; None unless every session's rows are consecutive and in increasing trial_index order with one label and animal."
+    runs: dict[str, list] = {}
+    row0 = 0
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=_INDEX_COLUMNS)
+        sess = np.asarray([str(v) for v in t.column('session_id').to_pylist()], dtype=object)
+        tidx, lab, anim = (t.column(c).to_numpy() for c in ('trial_index', 'label', 'animal_code'))
+        cuts = np.r_[0, np.flatnonzero(sess[1:] != sess[:-1]) + 1, len(sess)]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            if (np.diff(tidx[a:b]) <= 0).any() or (lab[a:b] != lab[a]).any() or (anim[a:b] != anim[a]).any(): return None
+            run = runs.get(sess[a])
+            if run is None:
+                runs[sess[a]] = [row0 + a, b - a, int(tidx[b - 1]), int(lab[a]), int(anim[a])]
+                continue
+            continues = run[0] + run[1] == row0 + a and tidx[a] > run[2] and (run[3], run[4]) == (lab[a], anim[a])
+            if not continues: return None
+            run[1] += b - a; run[2] = int(tidx[b - 1])
+        row0 += t.num_rows
+    return runs if runs else None
+
+def check_short_sessions(too_short: dict[str, int],  # sessions with fewer than n_trials trials -> their trial count, in session order
+                         n_windows: int,  # windows of all sessions
+                         n_trials: int,  # trials per window
+                         short: str,  # 'error' or 'warn' (left out, named)
+                         where: str = '',  # what the trials are, named in messages (a file, a split)
+                        ) -> None:
+    "The short-session rule of `neuronb.data.sequence_windows`, for indexes built per session: an error (or a warning) naming them."
+    if short not in ('error', 'warn'): raise ValueError(f"short must be 'error' or 'warn', got {short!r}")
+    where = f"{where}: " if where else ''
+    if n_windows == 0:
+        raise ValueError(f"{where}no session has {n_trials} trials (the longest has {max(too_short.values())})")
+    if too_short:
+        listed = ', '.join(f"{k!r} ({v})" for k, v in list(too_short.items())[:10])
+        message = (f"{where}{len(too_short)} session(s) have fewer than n_trials={n_trials} trials: {listed}"
+                   f"{' ...' if len(too_short) > 10 else ''}")
+        if short == 'error':
+            raise ValueError(f"{message}; they would be missing from every window and from their per-session and "
+                             f"per-animal metrics. Use a smaller n_trials, drop those sessions, or short='warn'")
+        warnings.warn(f"{message}; left out of every window", stacklevel=3)
+
+def _per_session_index(runs: dict[str, list],  # from `_session_runs`
+                       n_trials: int, stride: int, short: str, where: str):
+    "Sorted sessions, `SessionWindows`, labels and animal codes per session: the windows of `neuronb.data.sequence_windows`."
+    names = sorted(runs)
+    n_rows = np.array([runs[s][1] for s in names], np.int64)
+    too_short = {s: int(n) for s, n in zip(names, n_rows) if n < n_trials}
+    n_windows = np.where(n_rows >= n_trials, (n_rows - n_trials) // stride + 1, 0)
+    check_short_sessions(too_short, int(n_windows.sum()), n_trials, short, where)
+    windows = SessionWindows(np.array([runs[s][0] for s in names], np.int64), n_windows, n_trials, stride)
+    return (np.array(names), windows, np.array([runs[s][3] for s in names], np.int64),
+            np.array([runs[s][4] for s in names], np.int64))
+
 class ParquetSequenceDataset(Dataset):
     "Sequences of `n_trials` consecutive trials of one session from a preprocessed split file."
     def __init__(self, path,  # a split file written by `preprocess` (local or URL)
@@ -647,14 +757,51 @@ class ParquetSequenceDataset(Dataset):
             raise ValueError(f"{self.path} is not a preprocessed LFP split file (columns {pf.schema_arrow.names})")
         if phase and 'phase' not in pf.schema_arrow.names:
             raise ValueError(f"{self.path} has no column 'phase' (written by preprocess(..., phase=True)); it holds {pf.schema_arrow.names}")
-        md = pf.read(columns=['session_id', 'trial_index', 'label', 'animal_code'])
-        sess = np.asarray(md.column('session_id').to_pylist(), dtype=object)
-        tidx = md.column('trial_index').to_numpy(); lab = md.column('label').to_numpy(); anim = md.column('animal_code').to_numpy()
-        self.sessions, sess_code = np.unique(sess.astype(str), return_inverse=True)
         rg_sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
         self._rg_start = np.r_[0, np.cumsum(rg_sizes)]
-        self.rows = sequence_windows(sess, tidx, self.n_trials, self.stride, short=short, where=self.path)  # (n_sequences, n_trials)
-        self.labels = lab[self.rows[:, 0]]; self.groups = anim[self.rows[:, 0]]; self.session_codes = sess_code[self.rows[:, 0]]
+        runs = _session_runs(pf)
+        if runs is not None:  # every session's rows consecutive, in trial order (as `preprocess` writes a sorted table)
+            self.sessions, self.rows, self._session_label, self._session_group = _per_session_index(
+                runs, self.n_trials, self.stride, short, self.path)
+            self._per_window = None
+        else:  # any other order: one row of file rows per window (int64), from all of the file's index columns
+            md = pf.read(columns=_INDEX_COLUMNS)
+            sess = np.asarray(md.column('session_id').to_pylist(), dtype=object)
+            tidx = md.column('trial_index').to_numpy(); lab = md.column('label').to_numpy(); anim = md.column('animal_code').to_numpy()
+            self.sessions, sess_code = np.unique(sess.astype(str), return_inverse=True)
+            self.rows = sequence_windows(sess, tidx, self.n_trials, self.stride, short=short, where=self.path)  # (n_sequences, n_trials)
+            self._per_window = {'labels': lab[self.rows[:, 0]], 'groups': anim[self.rows[:, 0]], 'session_codes': sess_code[self.rows[:, 0]]}
+
+    @property
+    def per_session(self) -> bool:
+        "True when the index is held per session (`SessionWindows`), False when per window (an (n_sequences, n_trials) array)."
+        return self._per_window is None
+
+    def _window_values(self, name: str) -> np.ndarray:
+        if self._per_window is not None: return self._per_window[name]
+        per_session = {'labels': self._session_label, 'groups': self._session_group,
+                       'session_codes': np.arange(len(self.sessions))}[name]
+        return self.rows.per_window(per_session)
+
+    @property
+    def labels(self) -> np.ndarray:
+        "(n_sequences,) genotype label of each sequence (built on each access when the index is per session)."
+        return self._window_values('labels')
+
+    @property
+    def groups(self) -> np.ndarray:
+        "(n_sequences,) animal code of each sequence."
+        return self._window_values('groups')
+
+    @property
+    def session_codes(self) -> np.ndarray:
+        "(n_sequences,) position in `sessions` of each sequence's session."
+        return self._window_values('session_codes')
+
+    def label_counts(self, n_classes: int) -> np.ndarray:
+        "(n_classes,) sequences per label."
+        if self._per_window is not None: return np.bincount(self._per_window['labels'], minlength=n_classes)
+        return np.bincount(self._session_label, weights=self.rows.n_windows, minlength=n_classes).astype(np.int64)
 
     def _file(self) -> pq.ParquetFile:
         if self._pf is None or self._pid != os.getpid():  # reopen in each DataLoader worker
@@ -699,8 +846,11 @@ class ParquetSequenceDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x = torch.from_numpy((self.read_rows(self.rows[i]) - self.mean) / self.std)
         if self.transform is not None: x = self.transform(x)
-        return {'x': x, 'y': torch.tensor(int(self.labels[i])), 'group': torch.tensor(int(self.groups[i])),
-                'session': torch.tensor(int(self.session_codes[i]))}
+        if self._per_window is None:
+            s = self.rows.session(i)
+            label, group, session = self._session_label[s], self._session_group[s], s
+        else: label, group, session = (self._per_window[k][i] for k in ('labels', 'groups', 'session_codes'))
+        return {'x': x, 'y': torch.tensor(int(label)), 'group': torch.tensor(int(group)), 'session': torch.tensor(int(session))}
 
 # %% ../../nbs/lfp/02_data.ipynb #0022
 @dataclass
@@ -777,7 +927,7 @@ class LFPDataModule(L.LightningDataModule):
     def class_weights(self) -> list[float]:
         "Inverse-frequency class weights of the training sequences (mean 1)."
         self.setup()
-        c = np.bincount(self.datasets['train'].labels, minlength=len(self.stats['genotypes'])).astype(float)
+        c = self.datasets['train'].label_counts(len(self.stats['genotypes'])).astype(float)
         if (c == 0).any(): raise ValueError(f"training sequences lack a class: counts {c.tolist()}")
         w = c.sum() / (len(c) * c)
         return w.tolist()
