@@ -300,9 +300,9 @@ def _connect_ray(spec: SweepSpec):
 
 def _run_ray(spec: SweepSpec, todo: list[SweepRun], ran_with: dict, say, ray) -> dict[str, dict]:
     import ray.exceptions
-    task = ray.remote(execute_run).options(num_cpus=spec.ray.get('num_cpus', 1), num_gpus=spec.ray.get('num_gpus', 0),
-                                           max_retries=0)
-    refs = {task.options(name=f"neuronb:{spec.name}:{r.name}").remote(spec, r, ran_with): r for r in todo}
+    task = ray.remote(execute_run)
+    resources = dict(num_cpus=spec.ray.get('num_cpus', 1), num_gpus=spec.ray.get('num_gpus', 0), max_retries=0)
+    refs = {task.options(name=f"neuronb:{spec.name}:{r.name}", **resources).remote(spec, r, ran_with): r for r in todo}
     say(f"submitted {len(refs)} Ray task(s), {spec.ray.get('num_cpus', 1)} CPU and {spec.ray.get('num_gpus', 0)} GPU each")
     statuses = {}
     try:
